@@ -1,0 +1,167 @@
+"""The engine: stream each URL's body into S3 on a bounded worker pool.
+
+No Lambda knowledge here: callers hand in items, a target, an S3 client and a deadline, and get one
+`Outcome` per item back, in input order. `run_batch` is the one place that waits and cleans up:
+when the deadline comes it cancels the origin sockets, which makes every in-flight body read raise,
+which makes s3transfer abort its multipart upload, and then it returns whatever did not finish as
+remaining.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deadline import Deadline
+from errors import DeadlineExceeded, NotAnImage, TransferError, UploadError
+from keys import check_explicit_key, derive_key, metadata_url
+from origin import CancelScope, Origin, OriginBody, OriginOptions, normalize_url
+from sniff import SNIFF_BYTES, choose_content_type
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work; `given` is the item exactly as the caller wrote it."""
+
+    index: int
+    url: str
+    key: str | None = None
+    given: Any = None
+
+
+@dataclass(frozen=True)
+class Target:
+    bucket: str
+    prefix: str = ""
+
+
+@dataclass
+class Outcome:
+    item: Item
+    status: str  # "succeeded" | "failed" | "remaining"
+    key: str | None = None
+    bytes: int = 0
+    content_type: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    ms: int = 0
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    workers: int = 16
+    part_size: int = 8 * MiB
+    chunks_in_memory: int = 2  # parts of one transfer buffered at once (s3transfer's default is 10)
+    part_concurrency: int = 2  # parts of one transfer uploading at once
+    min_start_seconds: float = 1.0  # an item is not started with less time than this left
+    abort_grace_seconds: float = 1.0  # time allowed for cancelled transfers to clean up
+    origin: OriginOptions = field(default_factory=OriginOptions)
+
+
+def transfer_config(options: TransferOptions, size: int | None) -> TransferConfig:
+    """Part size large enough for `size` to fit in S3's 10,000 parts; memory bounded per transfer."""
+    part = options.part_size
+    if size:
+        part = max(part, -(-size // MAX_PARTS))
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
+                            max_concurrency=options.part_concurrency, use_threads=True)
+    config.max_in_memory_upload_chunks = options.chunks_in_memory
+    return config
+
+
+def object_key(item: Item, target: Target, url: str) -> str:
+    if item.key is None:
+        return derive_key(url, target.prefix)
+    problem = check_explicit_key(item.key, target.prefix)
+    if problem:
+        raise TransferError(f"invalid key: {problem}", url=item.url)
+    return target.prefix + item.key
+
+
+def upload_one(client: Any, item: Item, target: Target, origin: Origin, options: TransferOptions,
+               deadline: Deadline) -> Outcome:
+    """Fetch one URL and stream it into S3. Raises a TransferError on any failure."""
+    url = normalize_url(item.url)
+    key = object_key(item, target, url)
+    body = origin.open(url, deadline)
+    try:
+        content_type = choose_content_type(body.content_type, body.peek_head(SNIFF_BYTES))
+        if content_type is None:
+            raise NotAnImage(f"not an image (Content-Type {body.content_type or 'missing'!r})", url=item.url)
+        extra = {"ContentType": content_type, "Metadata": {"source-url": metadata_url(url)},
+                 "ChecksumAlgorithm": "CRC32"}
+        _put(client, body, target.bucket, key, extra, transfer_config(options, body.content_length))
+        return Outcome(item, "succeeded", key=key, bytes=body.bytes_read, content_type=content_type)
+    finally:
+        body.close()
+
+
+def _put(client: Any, body: OriginBody, bucket: str, key: str, extra: dict, config: TransferConfig) -> None:
+    try:
+        client.upload_fileobj(body, bucket, key, ExtraArgs=extra, Config=config)
+    except (ClientError, BotoCoreError) as exc:
+        raise UploadError(f"S3 upload failed: {exc}"[:500], url=body.url) from None
+
+
+def _settle(item: Item, started: float, run) -> Outcome:
+    """Run one item and turn whatever happens into an Outcome; nothing escapes a worker."""
+    try:
+        outcome = run()
+    except DeadlineExceeded:
+        outcome = Outcome(item, "remaining")
+    except TransferError as exc:
+        outcome = Outcome(item, "failed", error=str(exc), retryable=exc.retryable)
+    except Exception as exc:  # a bug must fail one item, not the batch
+        log.exception("unexpected error on %s", item.url)
+        outcome = Outcome(item, "failed", error=f"internal error: {type(exc).__name__}", retryable=False)
+    outcome.ms = int((time.monotonic() - started) * 1000)
+    return outcome
+
+
+def run_batch(items: list[Item], target: Target, client: Any, options: TransferOptions,
+              deadline: Deadline) -> list[Outcome]:
+    """Transfer `items`; every item comes back exactly once, in input order."""
+    scope = CancelScope()
+    origin = Origin(options.origin, scope)
+
+    def work(item: Item) -> Outcome:
+        started = time.monotonic()
+        if deadline.remaining() < options.min_start_seconds or scope.cancelled.is_set():
+            return Outcome(item, "remaining")
+        return _settle(item, started, lambda: upload_one(client, item, target, origin, options, deadline))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
+    futures: dict[Future, Item] = {}
+    try:
+        futures = {pool.submit(work, item): item for item in items}
+        _wait(futures, deadline, scope, options.abort_grace_seconds)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return [_result(future, item) for future, item in futures.items()]
+
+
+def _wait(futures: dict[Future, Item], deadline: Deadline, scope: CancelScope, grace: float) -> None:
+    """Wait until all are done or the deadline passes; then cancel sockets and allow `grace`."""
+    _, pending = wait(futures, timeout=max(0.0, deadline.remaining()))
+    if pending:
+        log.info("deadline reached with %d items unfinished; cancelling", len(pending))
+        scope.cancel()
+        for future in pending:
+            future.cancel()
+        wait(pending, timeout=grace)
+
+
+def _result(future: Future, item: Item) -> Outcome:
+    if future.done() and not future.cancelled():
+        return future.result()
+    return Outcome(item, "remaining")
