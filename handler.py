@@ -24,6 +24,7 @@ log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 EVENT_FIELDS = {"urls", "bucket", "prefix"}
 ITEM_FIELDS = {"url", "key"}
+MAX_PREFIX_BYTES = 512  # leaves room for the derived part within S3's 1024-byte key limit
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ def parse_event(event: Any, settings: Settings) -> Request:
     if not isinstance(bucket, str) or not bucket:
         raise ValueError("bucket is required: give it in the event or set the BUCKET environment variable")
     prefix = event.get("prefix", settings.prefix)
-    if not isinstance(prefix, str):
-        raise ValueError("prefix must be a string")
+    if not isinstance(prefix, str) or len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        raise ValueError(f"prefix must be a string of at most {MAX_PREFIX_BYTES} bytes")
     return Request([_item(i, given) for i, given in enumerate(urls)], Target(bucket, prefix))
 
 

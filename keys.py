@@ -43,7 +43,7 @@ def _readable_segments(path: str) -> list[str]:
     for raw in unquote(path).split("/"):
         seg = _UNSAFE.sub("_", raw).strip("_") or ""
         if seg and seg not in (".", ".."):
-            segments.append(seg[:100])
+            segments.append(seg)
     return segments
 
 
@@ -55,16 +55,16 @@ def derive_key(url: str, prefix: str = "") -> str:
         return f"{prefix}{host}{parts.path}"
     identity = f"{host}{parts.path}?{parts.query}" if parts.query else f"{host}{parts.path}"
     digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-    segments = _readable_segments(parts.path) or ["index"]
-    if parts.path.endswith("/"):
+    segments = _readable_segments(parts.path)
+    if not segments or parts.path.endswith("/"):
         segments.append("index")
     stem, ext = posixpath.splitext(segments[-1])
     if not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", ext):
         stem, ext = segments[-1], ""
-    dirs = "/".join([_UNSAFE.sub("_", host).strip("_") or "host", *segments[:-1]])
-    key = f"{prefix}{dirs}/{stem}!{digest}{ext}"
+    dirs = "/".join([_UNSAFE.sub("_", host).strip("_") or "host", *(s[:100] for s in segments[:-1])])
+    key = f"{prefix}{dirs}/{stem[:100]}!{digest}{ext}"
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        key = f"{prefix}{dirs[:200]}/{stem[:100]}!{digest}{ext}"
+        key = f"{prefix}{dirs[:300]}/{stem[:50]}!{digest}{ext}"
     return key
 
 

@@ -94,6 +94,20 @@ class _Handler(socketserver.BaseRequestHandler):
         self._stopping(float(p.get("seconds", 60)))
         return False
 
+    def do_slow(self, p: dict) -> bool:
+        """Waits `delay` seconds, then answers normally."""
+        if self._stopping(float(p.get("delay", 1))):
+            return False
+        return self.do_ok(p)
+
+    def do_stall_after(self, p: dict) -> bool:
+        """Declares `size` bytes, sends `after` of them, then goes silent with the socket open."""
+        size, after = int(p["size"]), int(p["after"])
+        self._head(200, size)
+        self.request.sendall(image_bytes(size)[:after])
+        self._stopping(float(p.get("seconds", 60)))
+        return False
+
     def do_trickle(self, p: dict) -> bool:
         """Headers at once, then one byte every `interval` seconds."""
         size, interval = int(p.get("size", 1000)), float(p.get("interval", 0.5))
