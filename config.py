@@ -1,6 +1,7 @@
 """Settings from environment variables, checked once, with errors that name the variable."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ class Settings:
     prefix: str
     safety_margin: float  # seconds kept back from the invocation's remaining time
     transfer: TransferOptions
+    s3_retry_mode: str = "standard"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -40,21 +42,46 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw in TRUE_WORDS
 
 
+def _private_networks(env: Mapping[str, str]) -> tuple[bool, tuple]:
+    """ALLOW_PRIVATE_NETWORKS: true/false, or a comma list of networks to allow (10.1.0.0/16)."""
+    raw = env.get("ALLOW_PRIVATE_NETWORKS", "").strip()
+    if raw.lower() in TRUE_WORDS | FALSE_WORDS:
+        return raw.lower() in TRUE_WORDS, ()
+    try:
+        return False, tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"environment variable ALLOW_PRIVATE_NETWORKS={raw!r} must be true, false "
+                         "or a comma-separated list of networks such as 10.0.0.0/8") from None
+
+
+def _hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("ALLOWED_HOSTS", "")
+    return tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    allow_private, private_networks = _private_networks(env)
     origin = OriginOptions(
         connect_timeout=_number(env, "CONNECT_TIMEOUT", 5.0, 0.1, 60),
         read_timeout=_number(env, "READ_TIMEOUT", 10.0, 0.1, 300),
         max_redirects=int(_number(env, "MAX_REDIRECTS", 5, 0, 20)),
         max_bytes=int(_number(env, "MAX_BYTES", 512 * MiB, 0, 5 * 1024**4)),
-        allow_private=_flag(env, "ALLOW_PRIVATE_NETWORKS"),
+        allow_private=allow_private,
+        private_networks=private_networks,
+        allowed_hosts=_hosts(env),
         ca_bundle=env.get("CA_BUNDLE") or None,
     )
     transfer = TransferOptions(
         workers=int(_number(env, "WORKERS", 16, 1, 256)),
         part_size=int(_number(env, "PART_SIZE_MB", 8, 5, 5 * 1024) * MiB),
+        attempts=int(_number(env, "ORIGIN_ATTEMPTS", 3, 1, 10)),
+        retry_after_cap=_number(env, "RETRY_AFTER_MAX", 10, 0, 900),
         origin=origin,
     )
-    return Settings(bucket=env.get("BUCKET", ""), prefix=env.get("PREFIX", ""),
+    retry_mode = env.get("S3_RETRY_MODE", "standard").strip().lower()
+    if retry_mode not in ("standard", "adaptive"):
+        raise ValueError(f"environment variable S3_RETRY_MODE={retry_mode!r} must be standard or adaptive")
+    return Settings(bucket=env.get("BUCKET", ""), prefix=env.get("PREFIX", ""), s3_retry_mode=retry_mode,
                     safety_margin=_number(env, "SAFETY_MARGIN_MS", 2000, 0, 600_000) / 1000,
                     transfer=transfer)

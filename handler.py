@@ -17,7 +17,7 @@ from botocore.config import Config
 
 from config import Settings, load_settings
 from deadline import Deadline
-from transfer import Item, Outcome, Target, run_batch
+from transfer import BatchResult, Item, Target, run_batch
 
 log = logging.getLogger(__name__)
 log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
@@ -70,10 +70,10 @@ def parse_event(event: Any, settings: Settings) -> Request:
 
 
 @functools.lru_cache(maxsize=8)
-def s3_client(pool_size: int, endpoint_url: str | None, region: str | None) -> Any:
+def s3_client(pool_size: int, endpoint_url: str | None, region: str | None, retry_mode: str) -> Any:
     """One client per container and configuration: clients are thread-safe and costly to build."""
     config = Config(max_pool_connections=pool_size, connect_timeout=5, read_timeout=60,
-                    retries={"mode": "standard", "max_attempts": 5})
+                    retries={"mode": retry_mode, "max_attempts": 5})
     return boto3.session.Session().client("s3", config=config, endpoint_url=endpoint_url,
                                           region_name=region)
 
@@ -82,13 +82,14 @@ def client_for(settings: Settings) -> Any:
     options = settings.transfer
     pool = options.workers * (options.part_concurrency + 1) + 4
     return s3_client(pool, os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-                     os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+                     os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                     settings.s3_retry_mode)
 
 
-def shape_response(event: dict, outcomes: list[Outcome]) -> dict:
+def shape_response(event: dict, result: BatchResult) -> dict:
     """The response: each input item exactly once, plus the event that finishes the job."""
     response: dict[str, Any] = {"succeeded": [], "failed": [], "remaining": [], "continuation": None}
-    for o in outcomes:
+    for o in result.outcomes:
         if o.status == "succeeded":
             response["succeeded"].append({"url": o.item.url, "key": o.key, "bytes": o.bytes,
                                           "content_type": o.content_type})
@@ -98,6 +99,8 @@ def shape_response(event: dict, outcomes: list[Outcome]) -> dict:
             response["remaining"].append(o.item.given)
     if response["remaining"]:
         response["continuation"] = {**event, "urls": response["remaining"]}
+    if result.error:
+        response["error"] = result.error
     return response
 
 
@@ -108,8 +111,8 @@ def handler(event: Any, context: Any) -> dict:
     deadline = Deadline.after(remaining_s - settings.safety_margin)
     log.info("batch of %d items, %.1f s left, bucket %s", len(request.items), remaining_s,
              request.target.bucket)
-    outcomes = run_batch(request.items, request.target, client_for(settings), settings.transfer, deadline)
-    response = shape_response(event, outcomes)
+    result = run_batch(request.items, request.target, client_for(settings), settings.transfer, deadline)
+    response = shape_response(event, result)
     log.info("done: %d succeeded, %d failed, %d remaining", len(response["succeeded"]),
              len(response["failed"]), len(response["remaining"]))
     return response

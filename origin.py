@@ -28,6 +28,8 @@ USER_AGENT = "url2s3/1.0"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,23 @@ class OriginOptions:
     read_timeout: float = 10.0
     max_redirects: int = 5
     max_bytes: int = 0  # 0 = no limit
-    allow_private: bool = False
+    allow_private: bool = False  # lifts the address check entirely
+    private_networks: tuple[IPNetwork, ...] = ()  # lifts it for these networks only
+    allowed_hosts: tuple[str, ...] = ()  # when set, only these hosts ("*.x.org" for subdomains)
     ca_bundle: str | None = None
+
+    def host_allowed(self, host: str) -> bool:
+        if not self.allowed_hosts:
+            return True
+        host = host.lower().rstrip(".")
+        return any(host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+                   for pattern in self.allowed_hosts)
+
+    def address_allowed(self, ip: IPAddress) -> str | None:
+        """None when `ip` may be fetched from, else why not."""
+        if self.allow_private or any(ip in net for net in self.private_networks):
+            return None
+        return address_problem(ip)
 
 
 def normalize_url(raw: str) -> str:
@@ -86,18 +103,20 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
     return None
 
 
-def resolve(host: str, port: int, allow_private: bool) -> list[tuple]:
-    """getaddrinfo once; every address must pass the check unless private networks are allowed."""
+def resolve(host: str, port: int, options: OriginOptions) -> list[tuple]:
+    """getaddrinfo once; every address must pass the check. The caller connects only to these."""
+    if not options.host_allowed(host):
+        raise BlockedAddress(f"host {host} is not in ALLOWED_HOSTS")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         permanent = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5))
         raise OriginUnreachable(f"DNS lookup failed for {host}: {exc.strerror}", retryable=not permanent) from None
-    if not allow_private:
-        for info in infos:
-            problem = address_problem(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
-            if problem:
-                raise BlockedAddress(f"{host} resolves to {info[4][0]} ({problem}), which is not allowed")
+    for info in infos:
+        address = info[4][0]
+        problem = options.address_allowed(ipaddress.ip_address(address.split("%", 1)[0]))
+        if problem:
+            raise BlockedAddress(f"{host} resolves to {address} ({problem}), which is not allowed")
     return infos
 
 
@@ -296,10 +315,19 @@ class Origin:
             seen.append(current)
             body = self._request(current, deadline)
             if body.status not in REDIRECT_CODES:
-                return _checked_status(body)
+                return self._checked_size(_checked_status(body))
             location = body.headers.get("Location")
             body.close()
             current = self._next_hop(url, current, location, seen)
+
+    def _checked_size(self, body: OriginBody) -> OriginBody:
+        """Refuse a declared size above max_bytes before reading any of the body."""
+        limit = self.options.max_bytes
+        if limit and body.content_length is not None and body.content_length > limit:
+            body.close()
+            raise TooLarge(f"Content-Length {body.content_length} is larger than MAX_BYTES ({limit})",
+                           url=body.url)
+        return body
 
     def _next_hop(self, url: str, current: str, location: str | None, seen: list[str]) -> str:
         if not location:
@@ -315,7 +343,7 @@ class Origin:
     def _request(self, url: str, deadline: Deadline) -> OriginBody:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = resolve(parts.hostname, port, self.options.allow_private)
+        infos = resolve(parts.hostname, port, self.options)
         conn = self._connection(parts.scheme, parts.hostname, port, infos, deadline)
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         sock = None

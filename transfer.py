@@ -9,16 +9,19 @@ remaining.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from deadline import Deadline
-from errors import DeadlineExceeded, NotAnImage, TransferError, UploadError
+from errors import (BatchAborted, DeadlineExceeded, HTTPStatusError, NotAnImage, TransferError,
+                    UploadError)
 from keys import check_explicit_key, derive_key, metadata_url
 from origin import CancelScope, Origin, OriginBody, OriginOptions, normalize_url
 from sniff import SNIFF_BYTES, choose_content_type
@@ -27,6 +30,11 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
+# S3 answers that will be the same for every item of the batch: stop instead of failing them all.
+BATCH_FATAL_CODES = {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                     "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                     "PermanentRedirect", "AuthorizationHeaderMalformed", "InvalidBucketName",
+                     "AccountProblem", "InvalidRegion", "IllegalLocationConstraintException"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,13 @@ class Outcome:
     error: str | None = None
     retryable: bool = False
     ms: int = 0
+    attempts: int = 0
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome]  # one per item, in input order
+    error: str | None = None  # set when a fault common to all items stopped the batch
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,10 @@ class TransferOptions:
     part_concurrency: int = 2  # parts of one transfer uploading at once
     min_start_seconds: float = 1.0  # an item is not started with less time than this left
     abort_grace_seconds: float = 1.0  # time allowed for cancelled transfers to clean up
+    attempts: int = 3  # tries per URL for retryable origin failures
+    backoff_base: float = 0.25  # seconds; doubled each retry, with full jitter
+    backoff_cap: float = 5.0
+    retry_after_cap: float = 10.0  # a longer Retry-After is not waited for
     origin: OriginOptions = field(default_factory=OriginOptions)
 
 
@@ -109,18 +128,61 @@ def upload_one(client: Any, item: Item, target: Target, origin: Origin, options:
 def _put(client: Any, body: OriginBody, bucket: str, key: str, extra: dict, config: TransferConfig) -> None:
     try:
         client.upload_fileobj(body, bucket, key, ExtraArgs=extra, Config=config)
-    except (ClientError, BotoCoreError) as exc:
-        raise UploadError(f"S3 upload failed: {exc}"[:500], url=body.url) from None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in BATCH_FATAL_CODES:
+            raise BatchAborted(f"S3 refused the upload to bucket {bucket!r}: {code}: "
+                               f"{exc.response['Error'].get('Message', '')}"[:400], url=body.url) from None
+        raise UploadError(f"S3 upload failed: {exc}"[:400], url=body.url) from None
+    except (NoCredentialsError, EndpointConnectionError) as exc:
+        raise BatchAborted(f"S3 is not usable: {exc}"[:400], url=body.url) from None
+    except BotoCoreError as exc:
+        raise UploadError(f"S3 upload failed: {exc}"[:400], url=body.url) from None
 
 
-def _settle(item: Item, started: float, run) -> Outcome:
+def retry_delay(exc: TransferError, attempt: int, options: TransferOptions) -> float | None:
+    """Seconds to wait before the next attempt, or None when this error must not be retried."""
+    if not exc.retryable or isinstance(exc, (UploadError, BatchAborted, DeadlineExceeded)):
+        return None  # S3 errors were already retried by botocore's retry mode
+    if attempt >= options.attempts:
+        return None
+    retry_after = exc.retry_after if isinstance(exc, HTTPStatusError) else None
+    if retry_after is not None:
+        return retry_after if retry_after <= options.retry_after_cap else None
+    return random.uniform(0, min(options.backoff_cap, options.backoff_base * 2 ** (attempt - 1)))
+
+
+def with_retries(run: Callable[[], Outcome], options: TransferOptions, deadline: Deadline,
+                 cancelled: threading.Event) -> Outcome:
+    """Run `run` until it succeeds, fails for good, runs out of attempts, or would pass the deadline."""
+    attempt = 1
+    while True:
+        try:
+            outcome = run()
+            outcome.attempts = attempt
+            return outcome
+        except TransferError as exc:
+            exc.attempts = attempt
+            delay = retry_delay(exc, attempt, options)
+            if delay is None or delay > deadline.remaining() - options.min_start_seconds:
+                raise
+            log.info("retrying %s in %.2f s after: %s", exc.url, delay, exc)
+            if cancelled.wait(delay):
+                raise DeadlineExceeded("deadline reached while waiting to retry", url=exc.url) from None
+            attempt += 1
+
+
+def _settle(item: Item, started: float, run: Callable[[], Outcome], stop: "BatchStop") -> Outcome:
     """Run one item and turn whatever happens into an Outcome; nothing escapes a worker."""
     try:
         outcome = run()
-    except DeadlineExceeded:
+    except (DeadlineExceeded, BatchAborted) as exc:
+        if isinstance(exc, BatchAborted):
+            stop.trip(str(exc))
         outcome = Outcome(item, "remaining")
     except TransferError as exc:
-        outcome = Outcome(item, "failed", error=str(exc), retryable=exc.retryable)
+        outcome = Outcome(item, "failed", error=str(exc), retryable=exc.retryable,
+                          attempts=getattr(exc, "attempts", 1))
     except Exception as exc:  # a bug must fail one item, not the batch
         log.exception("unexpected error on %s", item.url)
         outcome = Outcome(item, "failed", error=f"internal error: {type(exc).__name__}", retryable=False)
@@ -128,17 +190,33 @@ def _settle(item: Item, started: float, run) -> Outcome:
     return outcome
 
 
+class BatchStop:
+    """The first batch-wide fault, remembered; once tripped no further item starts."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.tripped = threading.Event()
+
+    def trip(self, error: str) -> None:
+        if not self.tripped.is_set():
+            self.error = error
+            log.error("stopping the batch: %s", error)
+            self.tripped.set()
+
+
 def run_batch(items: list[Item], target: Target, client: Any, options: TransferOptions,
-              deadline: Deadline) -> list[Outcome]:
+              deadline: Deadline) -> BatchResult:
     """Transfer `items`; every item comes back exactly once, in input order."""
-    scope = CancelScope()
+    scope, stop = CancelScope(), BatchStop()
     origin = Origin(options.origin, scope)
 
     def work(item: Item) -> Outcome:
         started = time.monotonic()
-        if deadline.remaining() < options.min_start_seconds or scope.cancelled.is_set():
+        if deadline.remaining() < options.min_start_seconds or scope.cancelled.is_set() \
+                or stop.tripped.is_set():
             return Outcome(item, "remaining")
-        return _settle(item, started, lambda: upload_one(client, item, target, origin, options, deadline))
+        run = lambda: upload_one(client, item, target, origin, options, deadline)  # noqa: E731
+        return _settle(item, started, lambda: with_retries(run, options, deadline, scope.cancelled), stop)
 
     pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
     futures: dict[Future, Item] = {}
@@ -147,7 +225,7 @@ def run_batch(items: list[Item], target: Target, client: Any, options: TransferO
         _wait(futures, deadline, scope, options.abort_grace_seconds)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return [_result(future, item) for future, item in futures.items()]
+    return BatchResult([_result(future, item) for future, item in futures.items()], stop.error)
 
 
 def _wait(futures: dict[Future, Item], deadline: Deadline, scope: CancelScope, grace: float) -> None:

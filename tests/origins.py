@@ -71,6 +71,12 @@ class _Handler(socketserver.BaseRequestHandler):
         self.request.sendall(body)
         return False
 
+    def do_overlong(self, p: dict) -> bool:
+        """Declares `declared` bytes but sends `send` (more), then closes."""
+        self._head(200, int(p["declared"]))
+        self.request.sendall(image_bytes(int(p["send"])))
+        return False
+
     def do_close_delimited(self, p: dict) -> bool:
         """No Content-Length: the body ends when the connection closes (HTTP/1.0 style)."""
         self._head(200, None, "Connection: close\r\n")
@@ -78,7 +84,8 @@ class _Handler(socketserver.BaseRequestHandler):
         return False
 
     def do_chunked(self, p: dict) -> bool:
-        body, step = image_bytes(int(p.get("size", 100_000))), int(p.get("chunk", 7000))
+        body = image_bytes(int(p.get("size", 100_000)), int(p.get("seed", 0)))
+        step = int(p.get("chunk", 7000))
         cut = int(p.get("cut", -1))  # stop (and close) after this many body bytes
         self._head(200, None, "Transfer-Encoding: chunked\r\n")
         for start in range(0, len(body), step):

@@ -105,3 +105,14 @@ def test_tls_origin_with_private_ca(invoke, monkeypatch, tmp_path, s3, bucket):
     finally:
         server.clear()
         server.stop()
+
+
+@pytest.mark.parametrize("name, value", [
+    ("WORKERS", "many"), ("WORKERS", "0"), ("PART_SIZE_MB", "4"), ("SAFETY_MARGIN_MS", "-1"),
+    ("ALLOW_PRIVATE_NETWORKS", "maybe"), ("S3_RETRY_MODE", "legacy"), ("MAX_BYTES", "1e99"),
+])
+def test_invalid_configuration_names_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as err:
+        handler.handler({"urls": [], "bucket": "b"}, lambda_context(10))
+    assert name in str(err.value)
