@@ -17,7 +17,7 @@ from botocore.config import Config
 
 from config import Settings, load_settings
 from deadline import Deadline
-from transfer import BatchResult, Item, Target, run_batch
+from transfer import BatchResult, Item, Target, run_list
 
 log = logging.getLogger(__name__)
 log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
@@ -111,7 +111,7 @@ def handler(event: Any, context: Any) -> dict:
     deadline = Deadline.after(remaining_s - settings.safety_margin)
     log.info("batch of %d items, %.1f s left, bucket %s", len(request.items), remaining_s,
              request.target.bucket)
-    result = run_batch(request.items, request.target, client_for(settings), settings.transfer, deadline)
+    result = run_list(request.items, request.target, client_for(settings), settings.transfer, deadline)
     response = shape_response(event, result)
     log.info("done: %d succeeded, %d failed, %d remaining", len(response["succeeded"]),
              len(response["failed"]), len(response["remaining"]))

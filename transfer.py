@@ -12,9 +12,9 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
@@ -70,6 +70,7 @@ class Outcome:
 class BatchResult:
     outcomes: list[Outcome]  # one per item, in input order
     error: str | None = None  # set when a fault common to all items stopped the batch
+    exhausted: bool = True  # False when items were left unpulled in the source
 
 
 @dataclass(frozen=True)
@@ -204,31 +205,66 @@ class BatchStop:
             self.tripped.set()
 
 
-def run_batch(items: list[Item], target: Target, client: Any, options: TransferOptions,
+def run_batch(items: Iterable[Item], target: Target, client: Any, options: TransferOptions,
               deadline: Deadline) -> BatchResult:
-    """Transfer `items`; every item comes back exactly once, in input order."""
+    """Transfer items pulled lazily from `items`, at most `workers` at a time.
+
+    Items are pulled only while there is time to start them, so a huge iterator (a manifest read
+    from S3) costs memory for the items in flight only. `outcomes` has one entry per pulled item,
+    in pull order; `exhausted` says whether the iterator was drained.
+    """
     scope, stop = CancelScope(), BatchStop()
     origin = Origin(options.origin, scope)
 
+    def may_start() -> bool:
+        return deadline.remaining() >= options.min_start_seconds and not stop.tripped.is_set()
+
     def work(item: Item) -> Outcome:
         started = time.monotonic()
-        if deadline.remaining() < options.min_start_seconds or scope.cancelled.is_set() \
-                or stop.tripped.is_set():
+        if not may_start() or scope.cancelled.is_set():
             return Outcome(item, "remaining")
         run = lambda: upload_one(client, item, target, origin, options, deadline)  # noqa: E731
         return _settle(item, started, lambda: with_retries(run, options, deadline, scope.cancelled), stop)
 
     pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
-    futures: dict[Future, Item] = {}
+    pulled: list[tuple[Item, Future]] = []
     try:
-        futures = {pool.submit(work, item): item for item in items}
-        _wait(futures, deadline, scope, options.abort_grace_seconds)
+        exhausted = _feed(iter(items), pool, work, pulled, may_start, options.workers, deadline)
+        _wait([f for _, f in pulled], deadline, scope, options.abort_grace_seconds)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return BatchResult([_result(future, item) for future, item in futures.items()], stop.error)
+    return BatchResult([_result(f, item) for item, f in pulled], stop.error, exhausted)
 
 
-def _wait(futures: dict[Future, Item], deadline: Deadline, scope: CancelScope, grace: float) -> None:
+def _feed(source: Iterator[Item], pool: ThreadPoolExecutor, work: Callable[[Item], Outcome],
+          pulled: list[tuple[Item, Future]], may_start: Callable[[], bool], limit: int,
+          deadline: Deadline) -> bool:
+    """Keep `limit` items in flight while items may start; True when `source` ran dry."""
+    in_flight: set[Future] = set()
+    while True:
+        while len(in_flight) < limit and may_start():
+            item = next(source, None)
+            if item is None:
+                return True
+            future = pool.submit(work, item)
+            pulled.append((item, future))
+            in_flight.add(future)
+        if not in_flight or not may_start():
+            return False
+        done, in_flight = wait(in_flight, timeout=max(0.0, deadline.remaining()), return_when=FIRST_COMPLETED)
+        if not done:
+            return False
+
+
+def run_list(items: list[Item], target: Target, client: Any, options: TransferOptions,
+             deadline: Deadline) -> BatchResult:
+    """`run_batch` over a list, with the items it never pulled returned as remaining."""
+    result = run_batch(items, target, client, options, deadline)
+    result.outcomes += [Outcome(item, "remaining") for item in items[len(result.outcomes):]]
+    return result
+
+
+def _wait(futures: list[Future], deadline: Deadline, scope: CancelScope, grace: float) -> None:
     """Wait until all are done or the deadline passes; then cancel sockets and allow `grace`."""
     _, pending = wait(futures, timeout=max(0.0, deadline.remaining()))
     if pending:
