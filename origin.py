@@ -8,28 +8,32 @@ checked between socket reads instead of after a 64 KB buffer fills.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import logging
 import socket
 import ssl
-import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
+from body import OriginBody
+from connections import CancelScope, ConnectionPool, PoolKey, new_connection
 from deadline import Deadline
-from errors import (BlockedAddress, BodyError, DeadlineExceeded, HTTPStatusError, InvalidURL,
-                    OriginUnreachable, RedirectError, TooLarge)
+from errors import (BlockedAddress, DeadlineExceeded, HTTPStatusError, InvalidURL, OriginUnreachable,
+                    RedirectError, TooLarge)
+from netguard import IPAddress, IPNetwork, address_problem, resolve
 
 log = logging.getLogger(__name__)
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 USER_AGENT = "url2s3/1.0"
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# What a kept-alive connection the origin has meanwhile closed looks like on the next request.
+_STALE_ERRORS = (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+
+class _StaleConnection(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -84,111 +88,6 @@ def normalize_url(raw: str) -> str:
     return urlunsplit((scheme, netloc.lower(), path, query, ""))
 
 
-def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """Why `ip` must not be fetched from, or None when it is a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if ip in _NAT64 or ip in _NAT64_LOCAL:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return address_problem(embedded)
-    for attr in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_reserved",
-                 "is_unspecified"):
-        if getattr(ip, attr):
-            return attr[3:].replace("_", "-")
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "carrier-grade NAT"
-    if not ip.is_global:
-        return "not globally routable"
-    return None
-
-
-def resolve(host: str, port: int, options: OriginOptions) -> list[tuple]:
-    """getaddrinfo once; every address must pass the check. The caller connects only to these."""
-    if not options.host_allowed(host):
-        raise BlockedAddress(f"host {host} is not in ALLOWED_HOSTS")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        permanent = exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5))
-        raise OriginUnreachable(f"DNS lookup failed for {host}: {exc.strerror}", retryable=not permanent) from None
-    for info in infos:
-        address = info[4][0]
-        problem = options.address_allowed(ipaddress.ip_address(address.split("%", 1)[0]))
-        if problem:
-            raise BlockedAddress(f"{host} resolves to {address} ({problem}), which is not allowed")
-    return infos
-
-
-class CancelScope:
-    """Sockets of in-flight transfers, so one call can unblock them all when time is up."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self.cancelled = threading.Event()
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self.cancelled.is_set():
-                raise DeadlineExceeded("cancelled before connecting")
-            self._sockets.add(sock)
-
-    def discard(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.discard(sock)
-
-    def cancel(self) -> None:
-        """Shut down every registered socket; blocked reads return at once."""
-        with self._lock:
-            self.cancelled.set()
-            for sock in self._sockets:
-                try:
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
-def _connect(infos: list[tuple], timeout: float) -> socket.socket:
-    """Connect to the first checked address that answers (never resolving again)."""
-    last: OSError | None = None
-    for family, socktype, proto, _, addr in infos:
-        sock = socket.socket(family, socktype, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.connect(addr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last or OSError("no address to connect to")
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, infos: list[tuple], timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._infos = infos
-
-    def connect(self) -> None:
-        self.sock = _connect(self._infos, self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, infos: list[tuple], timeout: float,
-                 context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._infos = infos
-
-    def connect(self) -> None:
-        raw = _connect(self._infos, self.timeout)
-        try:
-            self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
-
-
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
     if not value:
@@ -196,115 +95,19 @@ def _retry_after(value: str | None) -> float | None:
     if value.strip().isdigit():
         return float(value.strip())
     try:
-        import time
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
 
 
-class OriginBody:
-    """The response body as a non-seekable file object for `upload_fileobj`.
-
-    `read(n)` returns exactly n bytes unless the body ended, because s3transfer takes a short read
-    for the end of the stream. It raises instead of returning a short body when the origin sent
-    less than its Content-Length, when the body passes `max_bytes`, or when the deadline passes.
-    """
-
-    def __init__(self, url: str, response: http.client.HTTPResponse, sock: socket.socket,
-                 deadline: Deadline, options: OriginOptions, scope: CancelScope) -> None:
-        self.url = url
-        self.status = response.status
-        self.headers = response.headers
-        self.content_type = response.headers.get("Content-Type", "")
-        self.content_length = _declared_length(response)
-        self.bytes_read = 0
-        self._response, self._sock = response, sock
-        self._deadline, self._options, self._scope = deadline, options, scope
-        self._pushback = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def peek_head(self, size: int) -> bytes:
-        """Read up to `size` bytes and keep them to be returned again by `read`."""
-        if not self._pushback:
-            self._pushback = self.read(size)
-        return self._pushback
-
-    def read(self, size: int = -1) -> bytes:
-        chunks, want = [], size if size is not None and size >= 0 else float("inf")
-        if self._pushback:
-            chunks.append(self._pushback[: int(min(want, len(self._pushback)))])
-            self._pushback = self._pushback[len(chunks[0]):]
-            want -= len(chunks[0])
-        while want > 0 and not self._eof:
-            chunk = self._read1(int(min(want, 256 * 1024)))
-            if not chunk:
-                self._finish()
-                break
-            chunks.append(chunk)
-            want -= len(chunk)
-        return b"".join(chunks)
-
-    def _read1(self, size: int) -> bytes:
-        if self._scope.cancelled.is_set() or self._deadline.expired():
-            raise DeadlineExceeded("deadline reached while reading the body", url=self.url)
-        self._sock.settimeout(self._deadline.bound(self._options.read_timeout))
-        try:
-            chunk = self._response.read1(size)
-        except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
-            raise self._read_error(exc) from None
-        if not chunk and (self._scope.cancelled.is_set() or self._deadline.expired()):
-            # A socket shut down by the cancel reads as end-of-body: never take that for the end.
-            raise DeadlineExceeded("deadline reached while reading the body", url=self.url)
-        self.bytes_read += len(chunk)
-        limit = self._options.max_bytes
-        if limit and self.bytes_read > limit:
-            raise TooLarge(f"body is larger than MAX_BYTES ({limit} bytes)", url=self.url,
-                           bytes_read=self.bytes_read)
-        return chunk
-
-    def _read_error(self, exc: Exception) -> Exception:
-        if self._scope.cancelled.is_set() or self._deadline.expired():
-            return DeadlineExceeded("deadline reached while reading the body", url=self.url)
-        kind = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
-        return BodyError(f"body read {kind} after {self.bytes_read} bytes", url=self.url,
-                         bytes_read=self.bytes_read)
-
-    def _finish(self) -> None:
-        self._eof = True
-        expected = self.content_length
-        if expected is not None and self.bytes_read != expected:
-            raise BodyError(f"body truncated: got {self.bytes_read} of {expected} bytes",
-                            url=self.url, bytes_read=self.bytes_read)
-
-    def close(self) -> None:
-        self._scope.discard(self._sock)
-        self._response.close()
-        self._sock.close()
-
-
-def _declared_length(response: http.client.HTTPResponse) -> int | None:
-    if response.chunked:
-        return None
-    value = response.headers.get("Content-Length")
-    try:
-        length = int(value) if value is not None else None
-    except ValueError:
-        return None
-    return length if length is not None and length >= 0 else None
-
-
 class Origin:
     """Opens URLs: checks, connects to the checked address, follows redirects, checks status."""
 
-    def __init__(self, options: OriginOptions, scope: CancelScope | None = None) -> None:
+    def __init__(self, options: OriginOptions, scope: CancelScope | None = None,
+                 pool: ConnectionPool | None = None) -> None:
         self.options = options
         self.scope = scope or CancelScope()
+        self.pool = pool or ConnectionPool(per_host=8)
         self._tls = ssl.create_default_context(cafile=options.ca_bundle)
 
     def open(self, url: str, deadline: Deadline) -> OriginBody:
@@ -317,6 +120,7 @@ class Origin:
             if body.status not in REDIRECT_CODES:
                 return self._checked_size(_checked_status(body))
             location = body.headers.get("Location")
+            body.drain()
             body.close()
             current = self._next_hop(url, current, location, seen)
 
@@ -341,34 +145,62 @@ class Origin:
         return target
 
     def _request(self, url: str, deadline: Deadline) -> OriginBody:
+        """One GET, on an idle kept-alive connection to the host if there is one."""
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = resolve(parts.hostname, port, self.options)
-        conn = self._connection(parts.scheme, parts.hostname, port, infos, deadline)
+        key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        if not self.options.host_allowed(key[1]):
+            raise BlockedAddress(f"host {key[1]} is not in ALLOWED_HOSTS", url=url)
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        headers = _request_headers(parts.netloc)
+        conn = self.pool.take(key)
+        if conn is not None:
+            try:
+                return self._exchange(conn, key, url, target, headers, deadline, fresh=False)
+            except _StaleConnection:
+                log.debug("idle connection to %s was closed by the origin; reconnecting", key[1])
+        if deadline.expired() or self.scope.cancelled.is_set():
+            raise DeadlineExceeded("deadline reached before connecting", url=url)
+        infos = resolve(key[1], key[2], self.options)
+        conn = new_connection(key, infos, deadline.bound(self.options.connect_timeout), self._tls,
+                              self.pool.session(key))
+        return self._exchange(conn, key, url, target, headers, deadline, fresh=True)
+
+    def _exchange(self, conn: http.client.HTTPConnection, key: PoolKey, url: str, target: str,
+                  headers: dict[str, str], deadline: Deadline, fresh: bool) -> OriginBody:
         sock = None
         try:
-            conn.connect()
+            if fresh:
+                conn.connect()
             sock = conn.sock  # kept: getresponse() drops conn.sock when the origin says close
             self.scope.add(sock)
-            conn.request("GET", target, headers=_request_headers(parts.netloc))
             sock.settimeout(deadline.bound(self.options.read_timeout))
+            conn.request("GET", target, headers=headers)
             response = conn.getresponse()
         except BaseException as exc:
             if sock is not None:
                 self.scope.discard(sock)
             conn.close()
+            if not fresh and isinstance(exc, _STALE_ERRORS) and not self.scope.cancelled.is_set():
+                raise _StaleConnection() from None
             raise self._request_error(exc, url, deadline) from None
-        return OriginBody(url, response, sock, deadline, self.options, self.scope)
+        release = self._releaser(key, conn, sock, response)
+        return OriginBody(url, response, sock, deadline, self.options.read_timeout,
+                          self.options.max_bytes, self.scope.cancelled, release)
 
-    def _connection(self, scheme: str, host: str, port: int, infos: list[tuple],
-                    deadline: Deadline) -> http.client.HTTPConnection:
-        if deadline.expired() or self.scope.cancelled.is_set():
-            raise DeadlineExceeded("deadline reached before connecting")
-        timeout = deadline.bound(self.options.connect_timeout)
-        if scheme == "https":
-            return _PinnedHTTPSConnection(host, port, infos, timeout, self._tls)
-        return _PinnedHTTPConnection(host, port, infos, timeout)
+    def _releaser(self, key: PoolKey, conn: http.client.HTTPConnection, sock: socket.socket,
+                  response: http.client.HTTPResponse) -> Callable[[bool], None]:
+        """What the body calls when done: back to the pool after a clean end, else closed."""
+        def release(reusable: bool) -> None:
+            self.scope.discard(sock)
+            if reusable:
+                self.pool.remember_session(key, sock)
+            response.close()  # read to its end when reusable, so the stream is clean for the next
+            if reusable and not response.will_close and conn.sock is not None:
+                self.pool.give(key, conn)
+                return
+            conn.close()
+            sock.close()
+        return release
 
     def _request_error(self, exc: BaseException, url: str, deadline: Deadline) -> BaseException:
         if isinstance(exc, DeadlineExceeded) or not isinstance(exc, Exception):
@@ -393,7 +225,7 @@ def _request_headers(netloc: str) -> dict[str, str]:
 def _checked_status(body: OriginBody) -> OriginBody:
     if 200 <= body.status < 300 and body.status != 204:
         return body
-    reason = body._response.reason
     retry_after = _retry_after(body.headers.get("Retry-After"))
+    body.drain()
     body.close()
-    raise HTTPStatusError(body.status, reason, url=body.url, retry_after=retry_after)
+    raise HTTPStatusError(body.status, body.reason, url=body.url, retry_after=retry_after)

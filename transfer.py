@@ -16,25 +16,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
-
 from deadline import Deadline
 from errors import (BatchAborted, DeadlineExceeded, HTTPStatusError, NotAnImage, TransferError,
                     UploadError)
 from keys import check_explicit_key, derive_key, metadata_url
-from origin import CancelScope, Origin, OriginBody, OriginOptions, normalize_url
+from connections import CancelScope, ConnectionPool
+from origin import Origin, OriginOptions, normalize_url
 from sniff import SNIFF_BYTES, choose_content_type
+from uploader import MemoryPlan, Uploader
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
-# S3 answers that will be the same for every item of the batch: stop instead of failing them all.
-BATCH_FATAL_CODES = {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
-                     "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
-                     "PermanentRedirect", "AuthorizationHeaderMalformed", "InvalidBucketName",
-                     "AccountProblem", "InvalidRegion", "IllegalLocationConstraintException"}
 
 
 @dataclass(frozen=True)
@@ -77,8 +70,8 @@ class BatchResult:
 class TransferOptions:
     workers: int = 16
     part_size: int = 8 * MiB
-    chunks_in_memory: int = 2  # parts of one transfer buffered at once (s3transfer's default is 10)
-    part_concurrency: int = 2  # parts of one transfer uploading at once
+    memory_budget: int = 256 * MiB  # bytes of bodies held in memory at once, across all transfers
+    part_concurrency: int = 2  # parts of one large transfer uploading at once
     min_start_seconds: float = 1.0  # an item is not started with less time than this left
     abort_grace_seconds: float = 1.0  # time allowed for cancelled transfers to clean up
     attempts: int = 3  # tries per URL for retryable origin failures
@@ -86,17 +79,6 @@ class TransferOptions:
     backoff_cap: float = 5.0
     retry_after_cap: float = 10.0  # a longer Retry-After is not waited for
     origin: OriginOptions = field(default_factory=OriginOptions)
-
-
-def transfer_config(options: TransferOptions, size: int | None) -> TransferConfig:
-    """Part size large enough for `size` to fit in S3's 10,000 parts; memory bounded per transfer."""
-    part = options.part_size
-    if size:
-        part = max(part, -(-size // MAX_PARTS))
-    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
-                            max_concurrency=options.part_concurrency, use_threads=True)
-    config.max_in_memory_upload_chunks = options.chunks_in_memory
-    return config
 
 
 def object_key(item: Item, target: Target, url: str) -> str:
@@ -108,7 +90,7 @@ def object_key(item: Item, target: Target, url: str) -> str:
     return target.prefix + item.key
 
 
-def upload_one(client: Any, item: Item, target: Target, origin: Origin, options: TransferOptions,
+def upload_one(item: Item, target: Target, origin: Origin, uploader: Uploader,
                deadline: Deadline) -> Outcome:
     """Fetch one URL and stream it into S3. Raises a TransferError on any failure."""
     url = normalize_url(item.url)
@@ -120,25 +102,10 @@ def upload_one(client: Any, item: Item, target: Target, origin: Origin, options:
             raise NotAnImage(f"not an image (Content-Type {body.content_type or 'missing'!r})", url=item.url)
         extra = {"ContentType": content_type, "Metadata": {"source-url": metadata_url(url)},
                  "ChecksumAlgorithm": "CRC32"}
-        _put(client, body, target.bucket, key, extra, transfer_config(options, body.content_length))
+        uploader.upload(body, target.bucket, key, extra, deadline)
         return Outcome(item, "succeeded", key=key, bytes=body.bytes_read, content_type=content_type)
     finally:
         body.close()
-
-
-def _put(client: Any, body: OriginBody, bucket: str, key: str, extra: dict, config: TransferConfig) -> None:
-    try:
-        client.upload_fileobj(body, bucket, key, ExtraArgs=extra, Config=config)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in BATCH_FATAL_CODES:
-            raise BatchAborted(f"S3 refused the upload to bucket {bucket!r}: {code}: "
-                               f"{exc.response['Error'].get('Message', '')}"[:400], url=body.url) from None
-        raise UploadError(f"S3 upload failed: {exc}"[:400], url=body.url) from None
-    except (NoCredentialsError, EndpointConnectionError) as exc:
-        raise BatchAborted(f"S3 is not usable: {exc}"[:400], url=body.url) from None
-    except BotoCoreError as exc:
-        raise UploadError(f"S3 upload failed: {exc}"[:400], url=body.url) from None
 
 
 def retry_delay(exc: TransferError, attempt: int, options: TransferOptions) -> float | None:
@@ -213,8 +180,11 @@ def run_batch(items: Iterable[Item], target: Target, client: Any, options: Trans
     from S3) costs memory for the items in flight only. `outcomes` has one entry per pulled item,
     in pull order; `exhausted` says whether the iterator was drained.
     """
-    scope, stop = CancelScope(), BatchStop()
-    origin = Origin(options.origin, scope)
+    scope, stop, pool = CancelScope(), BatchStop(), ConnectionPool(per_host=options.workers)
+    origin = Origin(options.origin, scope, pool)
+    plan = MemoryPlan.for_budget(options.memory_budget, options.part_size, options.workers,
+                                 options.part_concurrency)
+    uploader = Uploader(client, plan, scope.cancelled)
 
     def may_start() -> bool:
         return deadline.remaining() >= options.min_start_seconds and not stop.tripped.is_set()
@@ -223,16 +193,17 @@ def run_batch(items: Iterable[Item], target: Target, client: Any, options: Trans
         started = time.monotonic()
         if not may_start() or scope.cancelled.is_set():
             return Outcome(item, "remaining")
-        run = lambda: upload_one(client, item, target, origin, options, deadline)  # noqa: E731
+        run = lambda: upload_one(item, target, origin, uploader, deadline)  # noqa: E731
         return _settle(item, started, lambda: with_retries(run, options, deadline, scope.cancelled), stop)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
+    workers = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
     pulled: list[tuple[Item, Future]] = []
     try:
-        exhausted = _feed(iter(items), pool, work, pulled, may_start, options.workers, deadline)
+        exhausted = _feed(iter(items), workers, work, pulled, may_start, options.workers, deadline)
         _wait([f for _, f in pulled], deadline, scope, options.abort_grace_seconds)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        workers.shutdown(wait=False, cancel_futures=True)
+        pool.close_all()
     return BatchResult([_result(f, item) for item, f in pulled], stop.error, exhausted)
 
 

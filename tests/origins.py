@@ -64,6 +64,11 @@ class _Handler(socketserver.BaseRequestHandler):
     def do_ok(self, p: dict) -> bool:
         return self._send(200, image_bytes(int(p.get("size", 1000)), int(p.get("seed", 0))))
 
+    def do_ok_then_hang_up(self, p: dict) -> bool:
+        """A normal keep-alive answer, after which the server closes the idle connection anyway."""
+        self._send(200, image_bytes(int(p.get("size", 1000)), int(p.get("seed", 0))))
+        return False
+
     def do_truncate(self, p: dict) -> bool:
         """Declares `declared` bytes, sends `send` bytes, closes."""
         body = image_bytes(int(p["send"]))

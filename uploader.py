@@ -1,0 +1,153 @@
+"""Putting one origin body into S3 within a memory budget.
+
+Two paths, chosen per body:
+- small (declared length below the part size, or an unknown length that turns out to be): the
+  worker reads the body into memory and sends one PutObject itself. No transfer manager, no extra
+  threads; most images take this path.
+- large: one TransferManager shared by every transfer streams the body in parts (the machinery
+  `upload_fileobj` uses, built once instead of once per call). Its in-memory chunk semaphore is
+  shared too, and a slot count caps how many large bodies stream at once.
+
+Both draw on a byte budget, so memory is bounded by the budget, not by image size or worker count.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from s3transfer.manager import TransferConfig as ManagerConfig
+from s3transfer.manager import TransferManager
+
+from body import OriginBody
+from deadline import Deadline
+from errors import BatchAborted, DeadlineExceeded, UploadError
+
+log = logging.getLogger(__name__)
+
+MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
+# S3 answers that will be the same for every item of the batch: stop instead of failing them all.
+BATCH_FATAL_CODES = {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                     "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                     "PermanentRedirect", "AuthorizationHeaderMalformed", "InvalidBucketName",
+                     "AccountProblem", "InvalidRegion", "IllegalLocationConstraintException"}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    part_size: int
+    large_slots: int  # large bodies streaming at once
+    small_bytes: int  # bytes of small bodies held at once
+    part_concurrency: int = 2  # parts of one large body uploading at once
+
+    @classmethod
+    def for_budget(cls, budget: int, part_size: int, workers: int, part_concurrency: int = 2) -> "MemoryPlan":
+        """Split `budget` bytes between large streams and small bodies."""
+        per_large = part_size * (1 + part_concurrency)  # one part being read, the rest uploading
+        large = max(1, min(workers, budget // (2 * per_large)))
+        small = max(part_size, budget - large * per_large)
+        return cls(part_size, large, small, part_concurrency)
+
+
+class Budget:
+    """A counting semaphore over units (bytes, or slots) whose waits respect a deadline."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, amount: int, deadline: Deadline, cancelled: threading.Event) -> Iterator[None]:
+        amount = min(amount, self.total)
+        with self._cond:
+            while self._free < amount:
+                if cancelled.is_set() or deadline.expired():
+                    raise DeadlineExceeded("deadline reached while waiting for memory")
+                self._cond.wait(timeout=min(0.1, max(0.001, deadline.remaining())))
+            self._free -= amount
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += amount
+                self._cond.notify_all()
+
+
+_managers: dict[tuple[int, int, int, int], TransferManager] = {}
+_managers_lock = threading.Lock()
+
+
+def shared_manager(client: Any, plan: MemoryPlan) -> TransferManager:
+    """One TransferManager per client and plan for the life of the container."""
+    key = (id(client), plan.part_size, plan.large_slots, plan.part_concurrency)
+    with _managers_lock:
+        if key not in _managers:
+            in_flight = plan.part_concurrency * plan.large_slots
+            config = ManagerConfig(multipart_threshold=plan.part_size, multipart_chunksize=plan.part_size,
+                                   max_request_concurrency=in_flight,
+                                   max_submission_concurrency=plan.large_slots + 1,
+                                   max_in_memory_upload_chunks=in_flight)
+            _managers[key] = TransferManager(client, config)
+        return _managers[key]
+
+
+@contextlib.contextmanager
+def s3_errors(bucket: str, url: str) -> Iterator[None]:
+    """Map botocore's exceptions to ours: per-item UploadError, or BatchAborted for the batch."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") in BATCH_FATAL_CODES:
+            raise BatchAborted(f"S3 refused the upload to bucket {bucket!r}: {error.get('Code')}: "
+                               f"{error.get('Message', '')}"[:400], url=url) from None
+        raise UploadError(f"S3 upload failed: {exc}"[:400], url=url) from None
+    except (NoCredentialsError, EndpointConnectionError) as exc:
+        raise BatchAborted(f"S3 is not usable: {exc}"[:400], url=url) from None
+    except BotoCoreError as exc:
+        raise UploadError(f"S3 upload failed: {exc}"[:400], url=url) from None
+
+
+class Uploader:
+    def __init__(self, client: Any, plan: MemoryPlan, cancelled: threading.Event) -> None:
+        self.client, self.plan, self.cancelled = client, plan, cancelled
+        self._small = Budget(plan.small_bytes)
+        self._large = Budget(plan.large_slots)
+
+    def upload(self, body: OriginBody, bucket: str, key: str, extra: dict, deadline: Deadline) -> None:
+        part, length = self.plan.part_size, body.content_length
+        if length is not None and length < part:
+            with self._small.hold(length, deadline, self.cancelled):
+                return self._put(body.read(), bucket, key, extra, body.url)
+        with contextlib.ExitStack() as held:
+            if length is None:  # read ahead: it may be small after all
+                held.enter_context(self._small.hold(part, deadline, self.cancelled))
+                head = body.read(part)
+                if len(head) < part:
+                    return self._put(head, bucket, key, extra, body.url)
+                body.unread(head)
+            with self._large.hold(1, deadline, self.cancelled):
+                held.close()  # the read-ahead now counts against the large slot
+                self._stream(body, bucket, key, extra)
+
+    def _put(self, data: bytes, bucket: str, key: str, extra: dict, url: str) -> None:
+        with s3_errors(bucket, url):
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+
+    def _stream(self, body: OriginBody, bucket: str, key: str, extra: dict) -> None:
+        part, length = self.plan.part_size, body.content_length
+        with s3_errors(bucket, body.url):
+            if length is not None and length > part * MAX_PARTS:
+                bigger = -(-length // MAX_PARTS)  # rare: its own manager with parts that fit
+                with TransferManager(self.client, ManagerConfig(multipart_threshold=bigger,
+                                     multipart_chunksize=bigger, max_request_concurrency=2,
+                                     max_in_memory_upload_chunks=2)) as manager:
+                    manager.upload(body, bucket, key, extra_args=extra).result()
+                return
+            manager = shared_manager(self.client, self.plan)
+            manager.upload(body, bucket, key, extra_args=extra).result()
