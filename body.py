@@ -61,6 +61,25 @@ class OriginBody:
             except TransferError:
                 pass
 
+    def read_buffer(self, limit: int) -> bytearray:
+        """Up to `limit` bytes in one preallocated buffer: no list of chunks and no join, so a
+        small body costs its size once, not twice. Shorter than `limit` only at the end."""
+        buf, pos = bytearray(limit), 0
+        if self._pushback:
+            head, self._pushback = self._pushback[:limit], self._pushback[limit:]
+            buf[:len(head)], pos = head, len(head)
+        while pos < limit and not self._eof:
+            chunk = self._read1(min(limit - pos, 256 * 1024))
+            if not chunk:
+                self._finish()
+                break
+            buf[pos:pos + len(chunk)] = chunk
+            pos += len(chunk)
+        if pos == limit and not self._eof and self.content_length == self.bytes_read:
+            self.read(1)  # reach the end now: it checks the length and frees the connection
+        del buf[pos:]
+        return buf
+
     def read(self, size: int = -1) -> bytes:
         chunks, want = [], size if size is not None and size >= 0 else float("inf")
         if self._pushback:

@@ -123,19 +123,20 @@ class Uploader:
         part, length = self.plan.part_size, body.content_length
         if length is not None and length < part:
             with self._small.hold(length, deadline, self.cancelled):
-                return self._put(body.read(), bucket, key, extra, body.url)
+                return self._put(body.read_buffer(length), bucket, key, extra, body.url)
         with contextlib.ExitStack() as held:
             if length is None:  # read ahead: it may be small after all
                 held.enter_context(self._small.hold(part, deadline, self.cancelled))
-                head = body.read(part)
+                head = body.read_buffer(part)
                 if len(head) < part:
                     return self._put(head, bucket, key, extra, body.url)
-                body.unread(head)
+                body.unread(bytes(head))
+                del head
             with self._large.hold(1, deadline, self.cancelled):
                 held.close()  # the read-ahead now counts against the large slot
                 self._stream(body, bucket, key, extra)
 
-    def _put(self, data: bytes, bucket: str, key: str, extra: dict, url: str) -> None:
+    def _put(self, data: bytes | bytearray, bucket: str, key: str, extra: dict, url: str) -> None:
         with s3_errors(bucket, url):
             self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
 
