@@ -7,7 +7,7 @@ import threading
 from typing import Callable
 
 from deadline import Deadline
-from errors import BodyError, DeadlineExceeded, TooLarge, TransferError
+from errors import BadResponse, BodyError, DeadlineExceeded, TooLarge, TransferError
 
 
 class OriginBody:
@@ -126,7 +126,24 @@ class OriginBody:
         if expected is not None and self.bytes_read != expected:
             raise BodyError(f"body truncated: got {self.bytes_read} of {expected} bytes",
                             url=self.url, bytes_read=self.bytes_read)
+        if expected is not None and self._extra_bytes():
+            raise BadResponse(f"origin sent more than its Content-Length of {expected} bytes",
+                              url=self.url)
         self._give_back(True)
+
+    def _extra_bytes(self) -> bool:
+        """Whether bytes beyond Content-Length are already here: the body (or the next response
+        on this connection) cannot be trusted then. Looks without waiting."""
+        fp = self._response.fp
+        if fp is None:
+            return False
+        self._sock.settimeout(0)
+        try:
+            return bool(fp.peek(1))
+        except (OSError, ValueError):
+            return False
+        finally:
+            self._sock.settimeout(self._read_timeout)
 
     def _give_back(self, reusable: bool) -> None:
         if not self._released:

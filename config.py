@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,25 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ValueError(f"environment variable {name}={raw!r} must be between {low:g} and {high:g}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _number(env, name, default, low, high)
+    if value != int(value):
+        raise ValueError(f"environment variable {name}={env.get(name)!r} must be a whole number")
+    return int(value)
+
+
+def _ca_bundle(env: Mapping[str, str]) -> str | None:
+    """CA_BUNDLE must be a readable PEM file: fail the configuration, not every item."""
+    path = env.get("CA_BUNDLE", "").strip()
+    if not path:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"environment variable CA_BUNDLE={path!r} is not a readable PEM file: {exc}") from None
+    return path
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -80,17 +100,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     origin = OriginOptions(
         connect_timeout=_number(env, "CONNECT_TIMEOUT", 5.0, 0.1, 60),
         read_timeout=_number(env, "READ_TIMEOUT", 10.0, 0.1, 300),
-        max_redirects=int(_number(env, "MAX_REDIRECTS", 5, 0, 20)),
-        max_bytes=int(_number(env, "MAX_BYTES", 512 * MiB, 0, 5 * 1024**4)),
+        max_redirects=_whole(env, "MAX_REDIRECTS", 5, 0, 20),
+        max_bytes=_whole(env, "MAX_BYTES", 512 * MiB, 0, 5 * 1024**4),
         allow_private=allow_private,
         private_networks=private_networks,
         allowed_hosts=_hosts(env),
-        ca_bundle=env.get("CA_BUNDLE") or None,
+        ca_bundle=_ca_bundle(env),
     )
+    margin = _number(env, "SAFETY_MARGIN_MS", 2000, 0, 600_000) / 1000
     transfer = TransferOptions(
-        workers=int(_number(env, "WORKERS", 16, 1, 256)),
+        abort_grace_seconds=min(1.0, margin / 2),  # the other half stays for the response
+        workers=_whole(env, "WORKERS", 16, 1, 256),
         part_size=int(_number(env, "PART_SIZE_MB", 8, 5, 5 * 1024) * MiB),
-        attempts=int(_number(env, "ORIGIN_ATTEMPTS", 3, 1, 10)),
+        attempts=_whole(env, "ORIGIN_ATTEMPTS", 3, 1, 10),
         memory_budget=memory_budget(env),
         retry_after_cap=_number(env, "RETRY_AFTER_MAX", 10, 0, 900),
         origin=origin,
@@ -99,5 +121,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if retry_mode not in ("standard", "adaptive"):
         raise ValueError(f"environment variable S3_RETRY_MODE={retry_mode!r} must be standard or adaptive")
     return Settings(bucket=env.get("BUCKET", ""), prefix=env.get("PREFIX", ""), s3_retry_mode=retry_mode,
-                    safety_margin=_number(env, "SAFETY_MARGIN_MS", 2000, 0, 600_000) / 1000,
+                    safety_margin=margin,
                     transfer=transfer)

@@ -3,6 +3,7 @@ registered with a CancelScope while in use so the deadline can unblock them all 
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -99,6 +100,27 @@ def new_connection(key: PoolKey, infos: list[tuple], timeout: float, tls: ssl.SS
     return _PinnedHTTPConnection(host, port, infos, timeout)
 
 
+def quiet(sock: socket.socket) -> bool:
+    """True when nothing is waiting on an idle socket: no stray bytes, no end-of-stream.
+    TLS may deliver records that carry no data (session tickets); those do not count."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    if not readable:
+        return True
+    if not isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        sock.settimeout(0)
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class ConnectionPool:
     """Idle keep-alive connections per (scheme, host, port), at most `per_host` each.
 
@@ -116,13 +138,19 @@ class ConnectionPool:
         self.reused = 0
 
     def take(self, key: PoolKey) -> http.client.HTTPConnection | None:
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle:
-                self.reused += 1
-                return idle.pop()
-            self.opened += 1
-            return None
+        """An idle connection that has received nothing since its last response, or None."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    self.opened += 1
+                    return None
+                conn = idle.pop()
+            if conn.sock is not None and quiet(conn.sock):
+                with self._lock:
+                    self.reused += 1
+                return conn
+            conn.close()  # closed by the origin, or bytes nobody asked for: never reuse
 
     def remember_session(self, key: PoolKey, sock: socket.socket) -> None:
         """Keep the TLS session (tickets arrive after the handshake, so call this after a read)."""

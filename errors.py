@@ -47,6 +47,10 @@ class HTTPStatusError(TransferError):
         self.retry_after = retry_after
 
 
+class BadResponse(TransferError):
+    """The origin answered in a way we never asked for (a range, an encoding, extra bytes)."""
+
+
 class RedirectError(TransferError):
     """A redirect loop, too many redirects, or a redirect without a usable Location."""
 

@@ -8,6 +8,7 @@ collide, and the digest keeps distinct URLs on distinct keys.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -27,6 +28,12 @@ def host_label(parts: SplitResult) -> str:
     if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()):
         return host
     return f"{host}_{port}"
+
+
+def _identity(parts: SplitResult) -> str:
+    """Host, port, path and query, joined so that no two URLs give the same string."""
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+    return json.dumps([(parts.hostname or "").lower(), port, parts.path, parts.query])
 
 
 def _is_plain(parts: SplitResult) -> bool:
@@ -51,30 +58,40 @@ def derive_key(url: str, prefix: str = "") -> str:
     """The deterministic key for `url` (already normalised by the origin layer)."""
     parts = urlsplit(url)
     host = host_label(parts)
-    if _is_plain(parts):
+    if _is_plain(parts) and len(f"{prefix}{host}{parts.path}".encode("utf-8")) <= MAX_KEY_BYTES:
         return f"{prefix}{host}{parts.path}"
-    identity = f"{host}{parts.path}?{parts.query}" if parts.query else f"{host}{parts.path}"
-    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(_identity(parts).encode("utf-8")).hexdigest()[:16]
     segments = _readable_segments(parts.path)
     if not segments or parts.path.endswith("/"):
         segments.append("index")
     stem, ext = posixpath.splitext(segments[-1])
     if not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", ext):
         stem, ext = segments[-1], ""
-    dirs = "/".join([_UNSAFE.sub("_", host).strip("_") or "host", *(s[:100] for s in segments[:-1])])
+    host_dir = _UNSAFE.sub("_", host).strip("_.") or "host"
+    dirs = "/".join([host_dir, *(s[:100] for s in segments[:-1])])
     key = f"{prefix}{dirs}/{stem[:100]}!{digest}{ext}"
-    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        key = f"{prefix}{dirs[:300]}/{stem[:50]}!{digest}{ext}"
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:  # keep the host, the digest and the extension
+        room = MAX_KEY_BYTES - len(f"{prefix}/!{digest}{ext}".encode("utf-8"))
+        key = f"{prefix}{_cut(dirs, room * 2 // 3)}/{_cut(stem, room // 3)}!{digest}{ext}"
     return key
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` shortened to at most `max_bytes` of UTF-8 without splitting a character."""
+    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore").rstrip("/")
 
 
 def check_explicit_key(key: str, prefix: str) -> str | None:
     """Why an explicit key cannot be used, or None when it can."""
-    if not key or key.startswith("/"):
-        return "key must be non-empty and must not start with '/'"
-    if any(seg in (".", "..") for seg in key.split("/")):
-        return "key must not contain '.' or '..' segments"
-    if len((prefix + key).encode("utf-8")) > MAX_KEY_BYTES:
+    if not key or key.startswith("/") or key.endswith("/"):
+        return "key must be non-empty and must not start or end with '/'"
+    if any(seg in ("", ".", "..") for seg in key.split("/")):
+        return "key must not contain empty, '.' or '..' segments"
+    try:
+        size = len((prefix + key).encode("utf-8"))
+    except UnicodeError:
+        return "key is not valid text (unpaired surrogates)"
+    if size > MAX_KEY_BYTES:
         return f"prefix + key is longer than {MAX_KEY_BYTES} bytes"
     return None
 

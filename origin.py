@@ -20,7 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 from body import OriginBody
 from connections import CancelScope, ConnectionPool, PoolKey, new_connection
 from deadline import Deadline
-from errors import (BlockedAddress, DeadlineExceeded, HTTPStatusError, InvalidURL, OriginUnreachable,
+from errors import (BadResponse, BlockedAddress, DeadlineExceeded, HTTPStatusError, InvalidURL, OriginUnreachable,
                     RedirectError, TooLarge)
 from netguard import IPAddress, IPNetwork, address_problem, resolve
 
@@ -72,20 +72,33 @@ def normalize_url(raw: str) -> str:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise InvalidURL(f"scheme {scheme or '(none)'!r} is not allowed, only http and https", url=raw)
-    if not parts.hostname:
-        raise InvalidURL("URL has no host", url=raw)
-    try:
-        host = parts.hostname.encode("idna").decode("ascii") if not parts.hostname.isascii() else parts.hostname
-    except UnicodeError:
-        raise InvalidURL("host name is not valid", url=raw) from None
-    if any(c in host for c in " \t\r\n%") or "@" in parts.netloc and parts.username:
-        raise InvalidURL("URL host is not valid (spaces, escapes or credentials)", url=raw)
+    if parts.username is not None:
+        raise InvalidURL("URL host is not valid (credentials in the URL)", url=raw)
+    host = _host(parts.hostname, raw)
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc = f"{netloc}:{port}"
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
-    query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
+    try:
+        path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~-._")
+        query = quote(parts.query, safe="/%:@!$&'()*+,;=?~-._")
+    except UnicodeError:
+        raise InvalidURL("URL is not valid text (unpaired surrogates)", url=raw) from None
     return urlunsplit((scheme, netloc.lower(), path, query, ""))
+
+
+def _host(hostname: str | None, raw: str) -> str:
+    """The host in ASCII (IDNA), refusing empty labels, escapes and whitespace."""
+    if not hostname:
+        raise InvalidURL("URL has no host", url=raw)
+    try:
+        host = hostname if hostname.isascii() else hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidURL("host name is not valid", url=raw) from None
+    if any(c in host for c in " \t\r\n%\\"):
+        raise InvalidURL("URL host is not valid (spaces or escapes)", url=raw)
+    if ":" not in host and any(label == "" for label in host.removesuffix(".").split(".")):
+        raise InvalidURL("host name is not valid (empty label)", url=raw)
+    return host
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -217,14 +230,23 @@ class Origin:
         return OriginUnreachable(f"origin failed: {type(exc).__name__}: {exc}"[:300], url=url)
 
 
+def _checked_encoding(body: OriginBody) -> OriginBody:
+    """We ask for identity; a compressed body would be stored as bytes no viewer expects."""
+    encoding = body.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    body.close()
+    raise BadResponse(f"origin sent Content-Encoding {encoding!r} although none was asked for", url=body.url)
+
+
 def _request_headers(netloc: str) -> dict[str, str]:
     return {"Host": netloc, "User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5",
             "Accept-Encoding": "identity"}
 
 
 def _checked_status(body: OriginBody) -> OriginBody:
-    if 200 <= body.status < 300 and body.status != 204:
-        return body
+    if 200 <= body.status < 300 and body.status not in (204, 206):
+        return _checked_encoding(body)
     retry_after = _retry_after(body.headers.get("Retry-After"))
     body.drain()
     body.close()

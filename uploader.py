@@ -13,6 +13,7 @@ Both draw on a byte budget, so memory is bounded by the budget, not by image siz
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,25 @@ from deadline import Deadline
 from errors import BatchAborted, DeadlineExceeded, UploadError
 
 log = logging.getLogger(__name__)
+
+
+def _steady_malloc() -> None:
+    """Ask glibc to give large buffers back to the OS when they are freed.
+
+    By default glibc raises its mmap threshold after a multi-MB buffer is freed, and from then on
+    serves such buffers from per-thread arenas that keep the memory: RSS then grows with the
+    number of worker threads, not with the bytes actually held. A fixed 1 MiB threshold (which
+    also turns that adjustment off) keeps part-sized buffers in mmap, returned on free. No-op
+    where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_steady_malloc()
 
 MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
 # S3 answers that will be the same for every item of the batch: stop instead of failing them all.

@@ -69,6 +69,31 @@ class _Handler(socketserver.BaseRequestHandler):
         self._send(200, image_bytes(int(p.get("size", 1000)), int(p.get("seed", 0))))
         return False
 
+    def do_double(self, p: dict) -> bool:
+        """Two complete responses to one request: the second must never answer another URL."""
+        size = int(p.get("size", 1000))
+        first = image_bytes(size, 1)
+        second = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % size
+        self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                             % size + first + second + image_bytes(size, 666))
+        return True
+
+    def do_no_content_then_smuggle(self, p: dict) -> bool:
+        """A 204 followed at once by an image nobody asked for."""
+        smuggled = image_bytes(2000, 666)
+        self.request.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 2000\r\n\r\n"
+                             + smuggled)
+        return True
+
+    def do_partial(self, p: dict) -> bool:
+        body = image_bytes(2500)
+        return self._send(206, body, "Content-Range: bytes 0-2499/5000\r\n")
+
+    def do_gzip(self, p: dict) -> bool:
+        import gzip
+        return self._send(200, gzip.compress(image_bytes(3000)), "Content-Encoding: gzip\r\n")
+
     def do_truncate(self, p: dict) -> bool:
         """Declares `declared` bytes, sends `send` bytes, closes."""
         body = image_bytes(int(p["send"]))

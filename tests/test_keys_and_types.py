@@ -44,6 +44,8 @@ def test_other_urls_get_a_readable_stem_and_a_digest(url, shape):
     ("https://x.org/dir/", "https://x.org/dir/index"),
     ("https://x.org/a%20b.jpg", "https://x.org/a_b.jpg"),
     ("https://x.org:8080/a.jpg", "https://x.org/a.jpg"),
+    ("http://a.example.com:8080/x.jpg?v=1", "http://a.example.com_8080/x.jpg?v=1"),
+    ("http://a.example.com:8080/d/", "http://a.example.com_8080/d/"),
 ])
 def test_distinct_urls_get_distinct_keys(a, b):
     assert derive_key(normalize_url(a)) != derive_key(normalize_url(b))
@@ -63,14 +65,21 @@ def test_key_derivation_is_deterministic_and_injective(p1, p2):
     assert "?" not in key and ".." not in key.split("/") and key.split("/")[-1]
 
 
-def test_very_long_url_key_fits_s3_limit():
-    key = derive_key(normalize_url("https://x.org/" + "a" * 3000 + ".jpg?q=" + "b" * 3000), "p/")
-    assert len(key.encode()) <= 1024 and key.endswith(".jpg")
+@pytest.mark.parametrize("url, prefix", [
+    ("https://x.org/" + "a" * 3000 + ".jpg?q=" + "b" * 3000, "p/"),
+    ("https://x.org/" + "a" * 1100 + ".jpg", ""),                       # plain, but too long
+    ("https://x.org/" + "/".join(["seg"] * 200) + ".jpg?v=1", ""),      # many segments
+    ("https://x.org/" + "é" * 600 + ".jpg?v=1", "é" * 256),             # multi-byte everywhere
+])
+def test_very_long_url_key_fits_s3_limit(url, prefix):
+    key = derive_key(normalize_url(url), prefix)
+    assert len(key.encode()) <= 1024 and key.endswith(".jpg") and key.startswith(prefix + "x.org/")
 
 
 @pytest.mark.parametrize("key, ok", [
     ("custom/p.png", True), ("", False), ("/abs.png", False), ("a/../b.png", False),
-    ("./b.png", False), ("x" * 1030, False),
+    ("./b.png", False), ("x" * 1030, False), ("dir/", False), ("a//b.jpg", False),
+    ("a\udc80.jpg", False), ("a?b=1.jpg", True),
 ])
 def test_explicit_key_checks(key, ok):
     assert (check_explicit_key(key, "images/") is None) is ok

@@ -29,13 +29,6 @@ def test_max_bytes(invoke, monkeypatch, s3, bucket, raw_origin, path, limit, rea
     assert keys_in(s3, bucket) == set()
 
 
-def test_content_length_lying_low_stores_only_what_was_declared(invoke, s3, bucket, raw_origin):
-    # An origin that declares fewer bytes than it sends: the declared body is the body.
-    url = raw_origin.url("/overlong?declared=30000&send=50000")
-    [ok] = invoke({"urls": [url], "bucket": bucket})["succeeded"]
-    assert stored(s3, bucket, ok["key"])[0] == image_bytes(50_000)[:30000]
-
-
 def test_transient_origin_error_is_retried(invoke, s3, bucket, httpserver):
     httpserver.expect_oneshot_request("/flaky.png").respond_with_data("busy", status=502)
     httpserver.expect_oneshot_request("/flaky.png").respond_with_data("busy", status=500)

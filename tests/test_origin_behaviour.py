@@ -108,3 +108,30 @@ def test_connection_refused_is_retryable(invoke, bucket):
     response = invoke({"urls": [f"http://127.0.0.1:{port}/a.jpg"], "bucket": bucket})
     assert response["failed"] == [{"url": f"http://127.0.0.1:{port}/a.jpg",
                                    "error": "connection refused", "retryable": True}]
+
+
+@pytest.mark.parametrize("path, error", [
+    ("/partial", "HTTP 206"),                                     # a range we never asked for
+    ("/gzip", "Content-Encoding 'gzip'"),                         # an encoding we never asked for
+    ("/overlong?declared=30000&send=50000", "more than its Content-Length"),
+])
+def test_answers_we_did_not_ask_for_are_refused(invoke, s3, bucket, raw_origin, path, error):
+    response = invoke({"urls": [raw_origin.url(path)], "bucket": bucket})
+    [failed] = response["failed"]
+    assert error in failed["error"] and failed["retryable"] is False
+    assert keys_in(s3, bucket) == set()
+
+
+@pytest.mark.parametrize("hostile", ["/double?size=1000", "/double?size=50000", "/no_content_then_smuggle"])
+def test_kept_alive_connections_never_hand_one_url_another_urls_bytes(invoke, monkeypatch, s3, bucket,
+                                                                      raw_origin, hostile):
+    # GIVEN one worker, so every request after the hostile one would reuse its connection
+    monkeypatch.setenv("WORKERS", "1")
+    monkeypatch.setenv("ORIGIN_ATTEMPTS", "1")
+    good = [raw_origin.url(f"/ok?size={3000 + i}&seed={i}") for i in range(4)]
+    response = invoke({"urls": [raw_origin.url(hostile), *good], "bucket": bucket})
+    # THEN every stored object holds the bytes of its own URL
+    stored_urls = {r["url"]: r["key"] for r in response["succeeded"]}
+    assert set(good) <= set(stored_urls)
+    for i, url in enumerate(good):
+        assert sha256(stored(s3, bucket, stored_urls[url])[0]) == sha256(image_bytes(3000 + i, i))
