@@ -21,6 +21,7 @@ class Settings:
     safety_margin: float  # seconds kept back from the invocation's remaining time
     transfer: TransferOptions
     s3_retry_mode: str = "standard"
+    log_level: str = "INFO"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -120,6 +121,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     retry_mode = env.get("S3_RETRY_MODE", "standard").strip().lower()
     if retry_mode not in ("standard", "adaptive"):
         raise ValueError(f"environment variable S3_RETRY_MODE={retry_mode!r} must be standard or adaptive")
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"environment variable LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
     return Settings(bucket=env.get("BUCKET", ""), prefix=env.get("PREFIX", ""), s3_retry_mode=retry_mode,
+                    log_level=log_level,
                     safety_margin=margin,
                     transfer=transfer)

@@ -1,72 +1,53 @@
-"""Lambda entry point: validate the event, run the batch against the invocation's deadline, and
-return succeeded / failed / remaining plus the event to invoke with next.
+"""Lambda entry point: recognise the event's shape, run the batch against the invocation's
+deadline, then report (S3 report, per-item log lines, EMF metrics) and answer in the shape the
+caller needs, continuing the job itself when asked to.
 
 It raises only for an invalid event (ValueError naming the field) or invalid configuration; every
-per-URL problem is returned in `failed`.
+per-URL problem is returned in `failed` (or, for SQS, acknowledged or listed for redelivery).
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, TypeVar
 
 import boto3
 from botocore.config import Config
 
+import metrics
+import report
+import selfinvoke
+import sources
 from config import Settings, load_settings
 from deadline import Deadline
-from transfer import BatchResult, Item, Target, run_list
+from jobs import Job
+from response import bounded, totals as count
+from scaling import Scaling, load_scaling
+from transfer import BatchResult, Outcome
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-
-EVENT_FIELDS = {"urls", "bucket", "prefix"}
-ITEM_FIELDS = {"url", "key"}
-MAX_PREFIX_BYTES = 512  # leaves room for the derived part within S3's 1024-byte key limit
+_after_batch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="url2s3-finish")
+SPARE_SECONDS = 0.6  # what every invocation keeps after its last S3 or Lambda call
 
 
-@dataclass(frozen=True)
-class Request:
-    items: list[Item]
-    target: Target
+def _within(context: Any, what: str, call: Callable[[], T]) -> T | None:
+    """`call()`, unless it would run into the end of the invocation: then None (logged).
 
-
-def _item(index: int, given: Any) -> Item:
-    where = f"urls[{index}]"
-    if isinstance(given, str):
-        return Item(index, given, None, given)
-    if not isinstance(given, dict):
-        raise ValueError(f"{where} must be a URL string or an object with 'url', not {type(given).__name__}")
-    unknown = sorted(set(given) - ITEM_FIELDS)
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; an item takes 'url' and optional 'key'")
-    if not isinstance(given.get("url"), str):
-        raise ValueError(f"{where}.url is required and must be a string")
-    key = given.get("key")
-    if key is not None and not isinstance(key, str):
-        raise ValueError(f"{where}.key must be a string")
-    return Item(index, given["url"], key, given)
-
-
-def parse_event(event: Any, settings: Settings) -> Request:
-    """Check the event's shape; raise ValueError naming the first field that is wrong."""
-    if not isinstance(event, dict):
-        raise ValueError(f"event must be a JSON object, not {type(event).__name__}")
-    unknown = sorted(set(event) - EVENT_FIELDS)
-    if unknown:
-        raise ValueError(f"event has unknown field(s) {unknown}; expected {sorted(EVENT_FIELDS)}")
-    urls = event.get("urls")
-    if not isinstance(urls, list):
-        raise ValueError("urls is required and must be a list of URL strings or {'url', 'key'} objects")
-    bucket = event.get("bucket", settings.bucket)
-    if not isinstance(bucket, str) or not bucket:
-        raise ValueError("bucket is required: give it in the event or set the BUCKET environment variable")
-    prefix = event.get("prefix", settings.prefix)
-    if not isinstance(prefix, str) or len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
-        raise ValueError(f"prefix must be a string of at most {MAX_PREFIX_BYTES} bytes")
-    return Request([_item(i, given) for i, given in enumerate(urls)], Target(bucket, prefix))
+    The report write and the self-invocation happen after the batch, inside the safety margin;
+    botocore's timeouts and retries could take longer than the margin, so they are waited for
+    only as long as the invocation has left."""
+    future = _after_batch.submit(call)
+    try:
+        return future.result(timeout=max(0.0, context.get_remaining_time_in_millis() / 1000 - SPARE_SECONDS))
+    except FutureTimeout:
+        log.error("%s did not finish before the end of the invocation; going on without it", what)
+        return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,33 +67,58 @@ def client_for(settings: Settings) -> Any:
                      settings.s3_retry_mode)
 
 
-def shape_response(event: dict, result: BatchResult) -> dict:
-    """The response: each input item exactly once, plus the event that finishes the job."""
-    response: dict[str, Any] = {"succeeded": [], "failed": [], "remaining": [], "continuation": None}
-    for o in result.outcomes:
-        if o.status == "succeeded":
-            response["succeeded"].append({"url": o.item.url, "key": o.key, "bytes": o.bytes,
-                                          "content_type": o.content_type})
-        elif o.status == "failed":
-            response["failed"].append({"url": o.item.url, "error": o.error, "retryable": o.retryable})
-        else:
-            response["remaining"].append(o.item.given)
-    if response["remaining"]:
-        response["continuation"] = {**event, "urls": response["remaining"]}
-    if result.error:
-        response["error"] = result.error
-    return response
+def _function_name(context: Any) -> str:
+    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or getattr(context, "function_name", None) or "url2s3"
+
+
+def _write_report(job: Job, outcomes: list[Outcome], body: dict, scale: Scaling,
+                  settings: Settings, context: Any, summary: dict) -> str | None:
+    """The full per-item result in S3, or None when reports are off or the write failed."""
+    if not scale.reports:
+        return None
+    request_id = getattr(context, "aws_request_id", None) or "local"
+    key = report.report_key(scale.report_prefix, request_id)
+    extra = {k: body[k] for k in ("continuation", "error", "batchItemFailures", "manifest") if k in body}
+    document = report.document(job.kind, job.target, outcomes, {**summary, **extra}, job.describe)
+    bucket = scale.report_bucket or job.target.bucket
+    return _within(context, "the report write",
+                   lambda: report.write(client_for(settings), bucket, key, document))
+
+
+def _finish(job: Job, result: BatchResult, scale: Scaling, settings: Settings, context: Any,
+            started: float) -> dict:
+    """Logs, report, metrics and self-continuation around the response the job's shape defines."""
+    outcomes = job.outcomes(result)
+    totals = count(outcomes)
+    metrics.log_items(job.kind, outcomes)
+    body = job.respond(result, outcomes)
+    summary = {"request_id": getattr(context, "aws_request_id", None), "hop": job.hop, "totals": totals}
+    key = _write_report(job, outcomes, body, scale, settings, context, summary)
+    if job.lists:
+        body.update(report=key, totals=totals)
+    if scale.self_continue and job.self_continues and body.get("continuation") is not None:
+        body["self_continue"] = _within(context, "the self-invocation", lambda: selfinvoke.continue_chain(
+            body["continuation"], job.hop, scale.max_hops, job.progressed(totals), context)) \
+            or "unknown: the invoke did not answer in time"
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if scale.metrics_namespace:
+        metrics.emit(metrics.emf_document(scale.metrics_namespace, _function_name(context), totals,
+                                          duration_ms, job.kind))
+    metrics.log_summary({"source": job.kind, **summary, "duration_ms": duration_ms, "report": key,
+                         "error": body.get("error"), "self_continue": body.get("self_continue")})
+    return bounded(body, job.budget) if job.lists else body
 
 
 def handler(event: Any, context: Any) -> dict:
-    settings = load_settings()
-    request = parse_event(event, settings)
+    """Lambda's entry point, for every event shape (see sources.py)."""
+    started = time.monotonic()
+    settings, scale = load_settings(), load_scaling()
+    log.setLevel(settings.log_level)
+    metrics.log.setLevel(settings.log_level)
+    job = sources.parse(event, settings)
     remaining_s = context.get_remaining_time_in_millis() / 1000
     deadline = Deadline.after(remaining_s - settings.safety_margin)
-    log.info("batch of %d items, %.1f s left, bucket %s", len(request.items), remaining_s,
-             request.target.bucket)
-    result = run_list(request.items, request.target, client_for(settings), settings.transfer, deadline)
-    response = shape_response(event, result)
-    log.info("done: %d succeeded, %d failed, %d remaining", len(response["succeeded"]),
-             len(response["failed"]), len(response["remaining"]))
-    return response
+    log.info("%s batch of %d items, %.1f s left, bucket %s", job.kind, len(job.items), remaining_s,
+             job.target.bucket)
+    result = job.run(client_for(settings), settings.transfer, deadline)
+    return _finish(job, result, scale, settings, context, started)

@@ -125,3 +125,20 @@ def stored(s3, bucket: str, key: str) -> tuple[bytes, dict]:
 def keys_in(s3, bucket: str) -> set[str]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+@pytest.fixture(scope="session")
+def shared_origin():
+    """One RawOrigin for the whole session, for tests that do not count its requests or
+    connections: stopping an origin takes half a second (socketserver's poll interval)."""
+    origin = RawOrigin().start()
+    yield origin
+    origin.stop()
+
+
+def warm_s3_client() -> None:
+    """Build the S3 client the handler will use for the current environment, as a warm Lambda
+    container has it: tests with second-scale deadlines then spend them on their items."""
+    import handler
+    from config import load_settings
+    handler.client_for(load_settings())

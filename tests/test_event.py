@@ -40,7 +40,8 @@ def test_bucket_and_prefix_fall_back_to_environment(invoke, monkeypatch, s3, buc
 
 def test_empty_list_is_a_valid_event(invoke, bucket):
     assert invoke({"urls": [], "bucket": bucket}) == {
-        "succeeded": [], "failed": [], "remaining": [], "continuation": None}
+        "succeeded": [], "failed": [], "remaining": [], "continuation": None, "report": None,
+        "totals": {"succeeded": 0, "failed": 0, "remaining": 0, "bytes": 0}}
 
 
 @pytest.mark.parametrize("url, error", [
@@ -54,6 +55,11 @@ def test_empty_list_is_a_valid_event(invoke, bucket):
     ("http://", "URL has no host"),
     ("http://[::1/a.jpg", "invalid URL"),
     ("https://user:pw@x.org/a.jpg", "credentials"),
+    ("http://evil@127.0.0.1/a.jpg", "credentials"),
+    ("http://a..b/x.jpg", "empty label"),
+    ("http://../x.jpg", "empty label"),
+    ("http://x.org\\@127.0.0.1/a.jpg", "not valid"),
+    ("https://x.org/\udc80.jpg", "unpaired surrogates"),
 ])
 def test_bad_url_fails_alone(invoke, s3, bucket, httpserver, url, error):
     httpserver.expect_request("/ok.png").respond_with_data((SAMPLES / "diagram.png").read_bytes(),
@@ -116,3 +122,21 @@ def test_invalid_configuration_names_the_variable(monkeypatch, name, value):
     with pytest.raises(ValueError) as err:
         handler.handler({"urls": [], "bucket": "b"}, lambda_context(10))
     assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("CA_BUNDLE", "/nonexistent/ca.pem"), ("CA_BUNDLE", "/etc/hostname"), ("MAX_BYTES", "0.5"),
+    ("WORKERS", "2.5"),
+])
+def test_configuration_is_checked_before_any_item(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as err:
+        handler.handler({"urls": ["https://x.org/a.jpg"], "bucket": "b"}, lambda_context(10))
+    assert name in str(err.value)
+
+
+def test_log_level_is_checked_not_fatal_at_import(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(ValueError) as err:
+        handler.handler({"urls": [], "bucket": "b"}, lambda_context(10))
+    assert "LOG_LEVEL" in str(err.value)
