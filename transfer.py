@@ -69,9 +69,9 @@ class BatchResult:
 @dataclass(frozen=True)
 class TransferOptions:
     workers: int = 16
-    part_size: int = 8 * MiB
+    part_size: int = 5 * MiB
     memory_budget: int = 256 * MiB  # bytes of bodies held in memory at once, across all transfers
-    part_concurrency: int = 2  # parts of one large transfer uploading at once
+    part_concurrency: int = 1  # parts of one large transfer uploading at once
     min_start_seconds: float = 1.0  # an item is not started with less time than this left
     abort_grace_seconds: float = 1.0  # time allowed for cancelled transfers to clean up
     attempts: int = 3  # tries per URL for retryable origin failures

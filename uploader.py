@@ -50,6 +50,9 @@ def _steady_malloc() -> None:
 _steady_malloc()
 
 MAX_PARTS = 10_000  # S3's limit on parts in one multipart upload
+# One PutObject is cheaper than a multipart upload (one request instead of three or more), so
+# bodies up to this size are sent whole even when the part size is smaller.
+SINGLE_PUT_MAX = 8 * 1024 * 1024
 # S3 answers that will be the same for every item of the batch: stop instead of failing them all.
 BATCH_FATAL_CODES = {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
@@ -62,15 +65,21 @@ class MemoryPlan:
     part_size: int
     large_slots: int  # large bodies streaming at once
     small_bytes: int  # bytes of small bodies held at once
-    part_concurrency: int = 2  # parts of one large body uploading at once
+    part_concurrency: int = 1  # parts of one large body uploading at once
+    single_put_max: int = 8 * 1024 * 1024  # bodies below this go up in one PutObject
 
     @classmethod
-    def for_budget(cls, budget: int, part_size: int, workers: int, part_concurrency: int = 2) -> "MemoryPlan":
+    def for_budget(cls, budget: int, part_size: int, workers: int, part_concurrency: int = 1) -> "MemoryPlan":
         """Split `budget` bytes between large streams and small bodies."""
         per_large = part_size * (1 + part_concurrency)  # one part being read, the rest uploading
         large = max(1, min(workers, budget // (2 * per_large)))
-        small = max(part_size, budget - large * per_large)
-        return cls(part_size, large, small, part_concurrency)
+        single = max(part_size, SINGLE_PUT_MAX)
+        small = max(single, budget - large * per_large)
+        return cls(part_size, large, small, part_concurrency, single)
+
+    def held_at_most(self) -> int:
+        """Bytes of image data this plan can hold at once, every path full."""
+        return self.large_slots * self.part_size * (1 + self.part_concurrency) + self.small_bytes
 
 
 class Budget:
@@ -98,22 +107,50 @@ class Budget:
                 self._cond.notify_all()
 
 
-_managers: dict[tuple[int, int, int, int], TransferManager] = {}
-_managers_lock = threading.Lock()
+class ManagerPool:
+    """One TransferManager per large slot, each sized for a single stream.
+
+    s3transfer's in-memory chunk semaphore belongs to a manager, so a manager shared by several
+    streams lets one stream take every chunk: a single 1 GB body would then hold as much memory as
+    all slots together. With one manager per slot, checked out for the length of one stream, each
+    stream holds at most `part_concurrency` parts queued or uploading plus the one being read.
+    Managers (and their threads) live as long as the container, so no item pays for building one.
+    """
+
+    def __init__(self, client: Any, plan: MemoryPlan) -> None:
+        config = ManagerConfig(multipart_threshold=plan.part_size, multipart_chunksize=plan.part_size,
+                               max_request_concurrency=plan.part_concurrency, max_submission_concurrency=1,
+                               max_in_memory_upload_chunks=plan.part_concurrency)
+        self._idle = [TransferManager(client, config) for _ in range(plan.large_slots)]
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def checkout(self, deadline: Deadline, cancelled: threading.Event) -> Iterator[TransferManager]:
+        with self._cond:
+            while not self._idle:
+                if cancelled.is_set() or deadline.expired():
+                    raise DeadlineExceeded("deadline reached while waiting for a large-body slot")
+                self._cond.wait(timeout=min(0.1, max(0.001, deadline.remaining())))
+            manager = self._idle.pop()
+        try:
+            yield manager
+        finally:
+            with self._cond:
+                self._idle.append(manager)
+                self._cond.notify()
 
 
-def shared_manager(client: Any, plan: MemoryPlan) -> TransferManager:
-    """One TransferManager per client and plan for the life of the container."""
-    key = (id(client), plan.part_size, plan.large_slots, plan.part_concurrency)
-    with _managers_lock:
-        if key not in _managers:
-            in_flight = plan.part_concurrency * plan.large_slots
-            config = ManagerConfig(multipart_threshold=plan.part_size, multipart_chunksize=plan.part_size,
-                                   max_request_concurrency=in_flight,
-                                   max_submission_concurrency=plan.large_slots + 1,
-                                   max_in_memory_upload_chunks=in_flight)
-            _managers[key] = TransferManager(client, config)
-        return _managers[key]
+_pools: dict[tuple[int, MemoryPlan], ManagerPool] = {}
+_pools_lock = threading.Lock()
+
+
+def manager_pool(client: Any, plan: MemoryPlan) -> ManagerPool:
+    """The container-wide ManagerPool for this client and plan."""
+    with _pools_lock:
+        key = (id(client), plan)
+        if key not in _pools:
+            _pools[key] = ManagerPool(client, plan)
+        return _pools[key]
 
 
 @contextlib.contextmanager
@@ -137,38 +174,37 @@ class Uploader:
     def __init__(self, client: Any, plan: MemoryPlan, cancelled: threading.Event) -> None:
         self.client, self.plan, self.cancelled = client, plan, cancelled
         self._small = Budget(plan.small_bytes)
-        self._large = Budget(plan.large_slots)
 
     def upload(self, body: OriginBody, bucket: str, key: str, extra: dict, deadline: Deadline) -> None:
-        part, length = self.plan.part_size, body.content_length
-        if length is not None and length < part:
+        single, length = self.plan.single_put_max, body.content_length
+        if length is not None and length < single:
             with self._small.hold(length, deadline, self.cancelled):
                 return self._put(body.read_buffer(length), bucket, key, extra, body.url)
         with contextlib.ExitStack() as held:
             if length is None:  # read ahead: it may be small after all
-                held.enter_context(self._small.hold(part, deadline, self.cancelled))
-                head = body.read_buffer(part)
-                if len(head) < part:
+                held.enter_context(self._small.hold(single, deadline, self.cancelled))
+                head = body.read_buffer(single)
+                if len(head) < single:
                     return self._put(head, bucket, key, extra, body.url)
                 body.unread(bytes(head))
                 del head
-            with self._large.hold(1, deadline, self.cancelled):
+            with manager_pool(self.client, self.plan).checkout(deadline, self.cancelled) as manager:
                 held.close()  # the read-ahead now counts against the large slot
-                self._stream(body, bucket, key, extra)
+                self._stream(manager, body, bucket, key, extra)
 
     def _put(self, data: bytes | bytearray, bucket: str, key: str, extra: dict, url: str) -> None:
         with s3_errors(bucket, url):
             self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
 
-    def _stream(self, body: OriginBody, bucket: str, key: str, extra: dict) -> None:
+    def _stream(self, manager: TransferManager, body: OriginBody, bucket: str, key: str,
+                extra: dict) -> None:
         part, length = self.plan.part_size, body.content_length
         with s3_errors(bucket, body.url):
             if length is not None and length > part * MAX_PARTS:
                 bigger = -(-length // MAX_PARTS)  # rare: its own manager with parts that fit
                 with TransferManager(self.client, ManagerConfig(multipart_threshold=bigger,
                                      multipart_chunksize=bigger, max_request_concurrency=2,
-                                     max_in_memory_upload_chunks=2)) as manager:
-                    manager.upload(body, bucket, key, extra_args=extra).result()
+                                     max_in_memory_upload_chunks=2)) as own:
+                    own.upload(body, bucket, key, extra_args=extra).result()
                 return
-            manager = shared_manager(self.client, self.plan)
             manager.upload(body, bucket, key, extra_args=extra).result()
