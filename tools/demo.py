@@ -68,6 +68,7 @@ def start_local_world() -> tuple[str, list[str]]:
                        "ALLOW_PRIVATE_NETWORKS": "true"})
     os.environ.setdefault("WORKERS", "2")
     os.environ.setdefault("SAFETY_MARGIN_MS", "1000")
+    os.environ.setdefault("METRICS_NAMESPACE", "")  # no EMF lines in the demo's output
     bucket = "url2s3-demo"
     boto3.client("s3").create_bucket(Bucket=bucket)
     origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SampleOrigin)
