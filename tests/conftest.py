@@ -62,6 +62,24 @@ def bucket(s3):
 
 
 @pytest.fixture
+def tls_origin(tmp_path):
+    """An HTTPS origin on localhost with a certificate from a CA made for the test, and the path
+    of that CA's PEM file (for CA_BUNDLE)."""
+    import ssl
+    import trustme
+    from pytest_httpserver import HTTPServer
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    server = HTTPServer(host="localhost", port=0, ssl_context=context)
+    server.start()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    yield server, str(tmp_path / "ca.pem")
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
 def raw_origin():
     origin = RawOrigin().start()
     yield origin

@@ -2,7 +2,6 @@
 part sizes that keep any declared size within S3's 10,000 parts."""
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 
@@ -48,30 +47,19 @@ def test_connection_closed_by_origin_while_idle_is_replaced(invoke, monkeypatch,
     assert len(response["succeeded"]) == 5 and raw_origin.connections == 5
 
 
-def test_tls_sessions_are_resumed_on_new_connections(tmp_path):
-    import trustme
-    from pytest_httpserver import HTTPServer
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    server = HTTPServer(host="localhost", port=0, ssl_context=server_ctx)
-    server.start()
-    try:
-        server.expect_request("/a.jpg").respond_with_data(image_bytes(5000), content_type="image/jpeg",
-                                                          headers={"Connection": "close"})
-        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        origin = Origin(OriginOptions(allow_private=True, ca_bundle=str(tmp_path / "ca.pem")),
-                        CancelScope(), ConnectionPool(per_host=2))
-        resumed = []
-        for _ in range(3):
-            body = origin.open(server.url_for("/a.jpg"), Deadline.after(10))
-            resumed.append(body._sock.session_reused)
-            assert body.read() == image_bytes(5000)
-            body.close()
-        assert resumed == [False, True, True]
-    finally:
-        server.clear()
-        server.stop()
+def test_tls_sessions_are_resumed_on_new_connections(tls_origin):
+    server, ca_pem = tls_origin
+    server.expect_request("/a.jpg").respond_with_data(image_bytes(5000), content_type="image/jpeg",
+                                                      headers={"Connection": "close"})
+    origin = Origin(OriginOptions(allow_private=True, ca_bundle=ca_pem), CancelScope(),
+                    ConnectionPool(per_host=2))
+    resumed = []
+    for _ in range(3):
+        body = origin.open(server.url_for("/a.jpg"), Deadline.after(10))
+        resumed.append(body._sock.session_reused)
+        assert body.read() == image_bytes(5000)
+        body.close()
+    assert resumed == [False, True, True]
 
 
 @pytest.mark.parametrize("function_mb, workers, large_slots", [

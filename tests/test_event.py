@@ -85,32 +85,20 @@ def test_private_origin_refused_without_switch(invoke, monkeypatch, bucket, raw_
     assert raw_origin.connections == 0
 
 
-def test_tls_origin_with_private_ca(invoke, monkeypatch, tmp_path, s3, bucket):
-    import ssl
-    import trustme
-    from pytest_httpserver import HTTPServer
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    server = HTTPServer(host="localhost", port=0, ssl_context=server_ctx)
-    server.start()
-    try:
-        body = (SAMPLES / "sunset.jpg").read_bytes()
-        server.expect_request("/s.jpg").respond_with_data(body, content_type="image/jpeg")
-        url = server.url_for("/s.jpg")
-        assert url.startswith("https://")
-        # untrusted: refused, not retryable
-        untrusted = invoke({"urls": [url], "bucket": bucket})
-        assert "certificate" in untrusted["failed"][0]["error"]
-        assert untrusted["failed"][0]["retryable"] is False
-        # trusted through CA_BUNDLE: stored intact
-        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        monkeypatch.setenv("CA_BUNDLE", str(tmp_path / "ca.pem"))
-        [ok] = invoke({"urls": [url], "bucket": bucket})["succeeded"]
-        assert sha256(stored(s3, bucket, ok["key"])[0]) == sha256(body)
-    finally:
-        server.clear()
-        server.stop()
+def test_tls_origin_with_private_ca(invoke, monkeypatch, s3, bucket, tls_origin):
+    server, ca_pem = tls_origin
+    body = (SAMPLES / "sunset.jpg").read_bytes()
+    server.expect_request("/s.jpg").respond_with_data(body, content_type="image/jpeg")
+    url = server.url_for("/s.jpg")
+    assert url.startswith("https://")
+    # untrusted: refused, not retryable
+    untrusted = invoke({"urls": [url], "bucket": bucket})
+    assert "certificate" in untrusted["failed"][0]["error"]
+    assert untrusted["failed"][0]["retryable"] is False
+    # trusted through CA_BUNDLE: stored intact
+    monkeypatch.setenv("CA_BUNDLE", ca_pem)
+    [ok] = invoke({"urls": [url], "bucket": bucket})["succeeded"]
+    assert sha256(stored(s3, bucket, ok["key"])[0]) == sha256(body)
 
 
 @pytest.mark.parametrize("name, value", [
