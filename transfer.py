@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -90,9 +90,10 @@ def object_key(item: Item, target: Target, url: str) -> str:
     return target.prefix + item.key
 
 
-def upload_one(item: Item, target: Target, origin: Origin, uploader: Uploader,
-               deadline: Deadline) -> Outcome:
-    """Fetch one URL and stream it into S3. Raises a TransferError on any failure."""
+def upload_one(item: Item, target: Target, origin: Origin, uploader: Uploader, deadline: Deadline,
+               fetched: Callable[[], None] = lambda: None) -> Outcome:
+    """Fetch one URL and stream it into S3. Raises a TransferError on any failure.
+    `fetched` is called once the origin has nothing more to send for this item."""
     url = normalize_url(item.url)
     key = object_key(item, target, url)
     body = origin.open(url, deadline)
@@ -102,7 +103,7 @@ def upload_one(item: Item, target: Target, origin: Origin, uploader: Uploader,
             raise NotAnImage(f"not an image (Content-Type {body.content_type or 'missing'!r})", url=item.url)
         extra = {"ContentType": content_type, "Metadata": {"source-url": metadata_url(url)},
                  "ChecksumAlgorithm": "CRC32"}
-        uploader.upload(body, target.bucket, key, extra, deadline)
+        uploader.upload(body, target.bucket, key, extra, deadline, fetched)
         return Outcome(item, "succeeded", key=key, bytes=body.bytes_read, content_type=content_type)
     finally:
         body.close()
@@ -189,17 +190,23 @@ def run_batch(items: Iterable[Item], target: Target, client: Any, options: Trans
     def may_start() -> bool:
         return deadline.remaining() >= options.min_start_seconds and not stop.tripped.is_set()
 
-    def work(item: Item) -> Outcome:
+    def work(item: Item, slot: FetchSlot) -> Outcome:
         started = time.monotonic()
-        if not may_start() or scope.cancelled.is_set():
-            return Outcome(item, "remaining")
-        run = lambda: upload_one(item, target, origin, uploader, deadline)  # noqa: E731
-        return _settle(item, started, lambda: with_retries(run, options, deadline, scope.cancelled), stop)
+        try:
+            if not may_start() or scope.cancelled.is_set():
+                return Outcome(item, "remaining")
+            run = lambda: upload_one(item, target, origin, uploader, deadline, slot.release)  # noqa: E731
+            return _settle(item, started, lambda: with_retries(run, options, deadline, scope.cancelled), stop)
+        finally:
+            slot.release()
 
-    workers = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="url2s3")
+    # Twice as many threads as fetch slots: an item whose body is read gives its slot to the next
+    # item, whose download then overlaps this one's upload to S3.
+    workers = ThreadPoolExecutor(max_workers=2 * max(1, options.workers), thread_name_prefix="url2s3")
     pulled: list[tuple[Item, Future]] = []
+    slots = threading.Semaphore(max(1, options.workers))
     try:
-        exhausted = _feed(iter(items), workers, work, pulled, may_start, options.workers, deadline)
+        exhausted = _feed(iter(items), workers, work, pulled, may_start, slots, deadline)
         _wait([f for _, f in pulled], deadline, scope, options.abort_grace_seconds)
     finally:
         workers.shutdown(wait=False, cancel_futures=True)
@@ -207,24 +214,34 @@ def run_batch(items: Iterable[Item], target: Target, client: Any, options: Trans
     return BatchResult([_result(f, item) for item, f in pulled], stop.error, exhausted)
 
 
-def _feed(source: Iterator[Item], pool: ThreadPoolExecutor, work: Callable[[Item], Outcome],
-          pulled: list[tuple[Item, Future]], may_start: Callable[[], bool], limit: int,
+class FetchSlot:
+    """One item's share of the WORKERS fetches allowed at once, given back exactly once: when
+    its body has been read (the S3 upload may still be running) or when the item ends."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self._slots, self._lock, self._held = slots, threading.Lock(), True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._slots.release()
+
+
+def _feed(source: Iterator[Item], pool: ThreadPoolExecutor, work: Callable[[Item, FetchSlot], Outcome],
+          pulled: list[tuple[Item, Future]], may_start: Callable[[], bool], slots: threading.Semaphore,
           deadline: Deadline) -> bool:
-    """Keep `limit` items in flight while items may start; True when `source` ran dry."""
-    in_flight: set[Future] = set()
-    while True:
-        while len(in_flight) < limit and may_start():
-            item = next(source, None)
-            if item is None:
-                return True
-            future = pool.submit(work, item)
-            pulled.append((item, future))
-            in_flight.add(future)
-        if not in_flight or not may_start():
-            return False
-        done, in_flight = wait(in_flight, timeout=max(0.0, deadline.remaining()), return_when=FIRST_COMPLETED)
-        if not done:
-            return False
+    """Start an item whenever a fetch slot is free, while items may start; True when `source`
+    ran dry."""
+    while may_start():
+        if not slots.acquire(timeout=max(0.001, min(0.1, deadline.remaining()))):
+            continue
+        item = next(source, None)
+        if item is None:
+            slots.release()
+            return True
+        pulled.append((item, pool.submit(work, item, FetchSlot(slots))))
+    return False
 
 
 def run_list(items: list[Item], target: Target, client: Any, options: TransferOptions,

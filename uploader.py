@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 from s3transfer.manager import TransferConfig as ManagerConfig
@@ -175,16 +175,21 @@ class Uploader:
         self.client, self.plan, self.cancelled = client, plan, cancelled
         self._small = Budget(plan.small_bytes)
 
-    def upload(self, body: OriginBody, bucket: str, key: str, extra: dict, deadline: Deadline) -> None:
+    def upload(self, body: OriginBody, bucket: str, key: str, extra: dict, deadline: Deadline,
+               fetched: Callable[[], None]) -> None:
+        """Send `body` to S3; `fetched()` as soon as the origin's part is over (small bodies)."""
         single, length = self.plan.single_put_max, body.content_length
         if length is not None and length < single:
             with self._small.hold(length, deadline, self.cancelled):
-                return self._put(body.read_buffer(length), bucket, key, extra, body.url)
+                data = body.read_buffer(length)
+                fetched()
+                return self._put(data, bucket, key, extra, body.url)
         with contextlib.ExitStack() as held:
             if length is None:  # read ahead: it may be small after all
                 held.enter_context(self._small.hold(single, deadline, self.cancelled))
                 head = body.read_buffer(single)
                 if len(head) < single:
+                    fetched()
                     return self._put(head, bucket, key, extra, body.url)
                 body.unread(bytes(head))
                 del head
