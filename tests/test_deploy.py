@@ -35,10 +35,14 @@ pytestmark = pytest.mark.skipif(REAL_AWS is None, reason="the AWS CLI (awscli) i
 # helpers ---------------------------------------------------------------------------------------
 
 def copy_repo(dest: Path, source: Path = ROOT) -> Path:
-    """deploy.sh and the top-level *.py files, nothing else (the zip must not need more)."""
+    """deploy.sh, the top-level *.py files and the state machine definition, nothing else (the zip
+    must not need more)."""
     dest.mkdir(parents=True, exist_ok=True)
     for path in [source / "deploy.sh", *source.glob("*.py")]:
         shutil.copy2(path, dest / path.name)
+    (dest / "statemachine").mkdir(exist_ok=True)
+    for path in (source / "statemachine").glob("*.asl.json"):
+        shutil.copy2(path, dest / "statemachine" / path.name)
     return dest
 
 
