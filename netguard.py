@@ -31,8 +31,8 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return address_problem(embedded)
-    for attr in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_reserved",
-                 "is_unspecified"):
+    for attr in ("is_loopback", "is_link_local", "is_multicast", "is_unspecified", "is_private",
+                 "is_reserved"):
         if getattr(ip, attr):
             return attr[3:].replace("_", "-")
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import logging
 import os
 import sys
@@ -78,9 +79,18 @@ def start_local_world() -> tuple[str, list[str]]:
     return bucket, urls + [f"{base}/missing.jpg"]
 
 
-def read_urls(path: str) -> list[str]:
-    lines = Path(path).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+def read_urls(path: str) -> list:
+    """One item a line: a URL, or a JSON object {"url", "key"} (the driver's format)."""
+    items = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            items.append(json.loads(text) if text.startswith(("{", '"')) else text)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path}:{number}: not a URL or a JSON item: {exc}") from None
+    return items
 
 
 def run(event: dict, seconds: float) -> list[dict]:
@@ -105,7 +115,8 @@ def run(event: dict, seconds: float) -> list[dict]:
 def print_table(responses: list[dict]) -> None:
     rows = [("stored", r["url"], r["key"], str(r["bytes"]), r["content_type"])
             for resp in responses for r in resp["succeeded"]]
-    rows += [("FAILED", r["url"], "", "", r["error"]) for resp in responses for r in resp["failed"]]
+    rows += [("FAILED", r["url"], "", "", r["error"] + (" (retryable)" if r["retryable"] else ""))
+             for resp in responses for r in resp["failed"]]
     rows += [("LEFT", u if isinstance(u, str) else u["url"], "", "", "")
              for u in (responses[-1]["remaining"] if responses else [])]
     header = ("outcome", "url", "key", "bytes", "type / error")
@@ -116,11 +127,15 @@ def print_table(responses: list[dict]) -> None:
 
 def print_listing(bucket: str, prefix: str) -> None:
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
     print(f"\ns3://{bucket}/{prefix}")
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for obj in page.get("Contents", []):
-            print(f"  {obj['Size']:>10}  {obj['Key']}")
+    try:
+        for page in pages:
+            for obj in page.get("Contents", []):
+                print(f"  {obj['Size']:>10}  {obj['Key']}")
+    except (BotoCoreError, ClientError) as exc:  # no such bucket, no list permission
+        print(f"  (cannot list: {exc})")
 
 
 def main() -> int:
@@ -131,6 +146,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None,
                         help="remaining time each simulated invocation starts with (default 4 locally, 60 otherwise)")
     args = parser.parse_args()
+    os.environ.setdefault("METRICS_NAMESPACE", "")  # no EMF lines between the progress lines
     if bool(args.urls) != bool(args.bucket):
         parser.error("--urls and --bucket go together (or give neither for the local demo)")
     if args.bucket:
