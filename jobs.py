@@ -6,6 +6,8 @@ Also the fields every event shape shares (bucket, prefix, hop), checked the same
 """
 from __future__ import annotations
 
+import re
+
 from itertools import chain
 from typing import Any
 
@@ -113,13 +115,24 @@ class ManifestJob(Job):
         return body
 
 
+# Loose on purpose: S3-compatible stores and old us-east-1 buckets allow more than today's S3 rules;
+# what it refuses ('/', spaces, ':') can never name a bucket and would fail every item otherwise.
+BUCKET_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,253}[A-Za-z0-9])?")
+
+
 def target_of(fields: dict, settings: Settings, where: str = "") -> Target:
     """bucket and prefix from the event (or BatchInput), falling back to BUCKET and PREFIX."""
     bucket = fields.get("bucket", settings.bucket)
     if not isinstance(bucket, str) or not bucket:
         raise ValueError(f"{where}bucket is required: give it in the event or set the BUCKET environment variable")
+    if not BUCKET_NAME.fullmatch(bucket):
+        raise ValueError(f"{where}bucket {bucket!r} is not a bucket name (letters, digits, '.', '-', '_')")
     prefix = fields.get("prefix", settings.prefix)
-    if not isinstance(prefix, str) or len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+    try:
+        size = len(prefix.encode("utf-8")) if isinstance(prefix, str) else None
+    except UnicodeError:
+        raise ValueError(f"{where}prefix is not valid text (unpaired surrogates)") from None
+    if size is None or size > MAX_PREFIX_BYTES:
         raise ValueError(f"{where}prefix must be a string of at most {MAX_PREFIX_BYTES} bytes")
     return Target(bucket, prefix)
 

@@ -14,6 +14,8 @@ from conftest import SAMPLES, keys_in, lambda_context, sha256, stored
     ({"urls": ["https://x.org/a.jpg"]}, "bucket is required"),
     ({"urls": [], "bucket": ""}, "bucket is required"),
     ({"urls": [], "bucket": "b", "prefix": 3}, "prefix must be a string"),
+    ({"urls": [], "bucket": "a/b"}, "bucket 'a/b' is not a bucket name"),
+    ({"urls": [], "bucket": "my-bucket", "prefix": "x\udc80/"}, "prefix is not valid text"),
     ({"urls": [], "bucket": "b", "prefx": "p/"}, "unknown field(s) ['prefx']"),
     ({"urls": ["https://x.org/a.jpg", 42], "bucket": "b"}, "urls[1] must be a URL string or an object"),
     ({"urls": [{"key": "a.jpg"}], "bucket": "b"}, "urls[0].url is required"),
