@@ -134,8 +134,6 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._idle: dict[PoolKey, list[http.client.HTTPConnection]] = {}
         self._sessions: OrderedDict[PoolKey, ssl.SSLSession] = OrderedDict()
-        self.opened = 0
-        self.reused = 0
 
     def take(self, key: PoolKey) -> http.client.HTTPConnection | None:
         """An idle connection that has received nothing since its last response, or None."""
@@ -143,12 +141,9 @@ class ConnectionPool:
             with self._lock:
                 idle = self._idle.get(key)
                 if not idle:
-                    self.opened += 1
                     return None
                 conn = idle.pop()
             if conn.sock is not None and quiet(conn.sock):
-                with self._lock:
-                    self.reused += 1
                 return conn
             conn.close()  # closed by the origin, or bytes nobody asked for: never reuse
 

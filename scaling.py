@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from config import _flag, _number
+from config import _flag, _whole
 
 MAX_REPORT_PREFIX_BYTES = 512
 
@@ -49,4 +49,4 @@ def load_scaling(env: Mapping[str, str] | None = None) -> Scaling:
     env = os.environ if env is None else env
     return Scaling(report_prefix=_report_prefix(env), report_bucket=env.get("REPORT_BUCKET", "").strip(),
                    metrics_namespace=_namespace(env), self_continue=_flag(env, "SELF_CONTINUE"),
-                   max_hops=int(_number(env, "MAX_HOPS", 50, 0, 10_000)))
+                   max_hops=_whole(env, "MAX_HOPS", 50, 0, 10_000))

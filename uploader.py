@@ -91,12 +91,13 @@ class Budget:
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def hold(self, amount: int, deadline: Deadline, cancelled: threading.Event) -> Iterator[None]:
+    def hold(self, amount: int, deadline: Deadline, cancelled: threading.Event,
+             what: str = "memory") -> Iterator[None]:
         amount = min(amount, self.total)
         with self._cond:
             while self._free < amount:
                 if cancelled.is_set() or deadline.expired():
-                    raise DeadlineExceeded("deadline reached while waiting for memory")
+                    raise DeadlineExceeded(f"deadline reached while waiting for {what}")
                 self._cond.wait(timeout=min(0.1, max(0.001, deadline.remaining())))
             self._free -= amount
         try:
@@ -122,22 +123,19 @@ class ManagerPool:
                                max_request_concurrency=plan.part_concurrency, max_submission_concurrency=1,
                                max_in_memory_upload_chunks=plan.part_concurrency)
         self._idle = [TransferManager(client, config) for _ in range(plan.large_slots)]
-        self._cond = threading.Condition()
+        self._slots = Budget(plan.large_slots)
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def checkout(self, deadline: Deadline, cancelled: threading.Event) -> Iterator[TransferManager]:
-        with self._cond:
-            while not self._idle:
-                if cancelled.is_set() or deadline.expired():
-                    raise DeadlineExceeded("deadline reached while waiting for a large-body slot")
-                self._cond.wait(timeout=min(0.1, max(0.001, deadline.remaining())))
-            manager = self._idle.pop()
-        try:
-            yield manager
-        finally:
-            with self._cond:
-                self._idle.append(manager)
-                self._cond.notify()
+        with self._slots.hold(1, deadline, cancelled, "a large-body slot"):
+            with self._lock:
+                manager = self._idle.pop()
+            try:
+                yield manager
+            finally:
+                with self._lock:
+                    self._idle.append(manager)
 
 
 _pools: dict[tuple[int, MemoryPlan], ManagerPool] = {}
